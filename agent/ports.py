@@ -1,0 +1,225 @@
+"""The seams of the station: what the loop in ``station.py`` needs from the world.
+
+Real implementations are named ``<Tech><Role>`` (``EvdevScanSource``, ``GpioFeedback``,
+``TinyDbOutbox``, ``MqttUplink``); test doubles in ``agent.fakes`` are ``Fake<Role>`` or
+``Recording<Role>``. Every collaborator is passed to ``Station`` as a keyword argument.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from protocol import Command, Heartbeat, Record
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """One code read by a scanner, or a read the input layer refused.
+
+    ``rejected`` holds the reason when the scanner produced something that must not be used
+    (events lost to ``SYN_DROPPED``, a key with no mapping, invalid UTF-8, too long); ``text``
+    then holds what was read so far, for diagnostics only.
+    """
+
+    text: str
+    source: str
+    rejected: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerState:
+    """A scanner appeared or disappeared (unplugged, reopened)."""
+
+    source: str
+    present: bool
+    detail: str = ""
+
+
+SourceEvent = Scan | ScannerState
+SourceSink = Callable[[SourceEvent], None]
+
+
+class ScanSource(Protocol):
+    """Something that produces scans: a USB scanner, a serial scanner, a camera, a pipe."""
+
+    name: str
+
+    def run(self, sink: SourceSink, stop: threading.Event) -> None:
+        """Read until ``stop`` is set (or the input ends), passing each event to ``sink``.
+
+        Runs in its own thread. Handles unplugging itself: reports ``ScannerState(present=False)``
+        and keeps trying to reopen until ``stop`` is set.
+        """
+        ...
+
+
+class Signal(enum.Enum):
+    """A one-shot outcome shown to staff through LEDs and buzzer (see ``docs/signals.md``)."""
+
+    SAVED = "saved"
+    """The record is durable on the station."""
+    CONFIRMED = "confirmed"
+    """The server acknowledged it."""
+    REJECTED = "rejected"
+    """Unknown or malformed code, or an action that is not allowed now."""
+    DUPLICATE = "duplicate"
+    """This person is already in the open pool, or the tube was already used."""
+    WARNING = "warning"
+    """Recorded, but look: e.g. the same person again within the retest window."""
+    POOL_OPENED = "pool_opened"
+    POOL_CLOSED = "pool_closed"
+    POOL_FULL = "pool_full"
+    NO_OPEN_TUBE = "no_open_tube"
+    IDENTIFY = "identify"
+    SELF_TEST = "self_test"
+    STORAGE_FULL = "storage_full"
+    """The station could not save the scan (disk or outbox full): nothing was stored."""
+
+
+class Condition(enum.Enum):
+    """A lasting state shown until it clears, underneath the one-shot signals."""
+
+    OFFLINE = "offline"
+    """No broker connection; the station keeps saving."""
+    SCANNER_MISSING = "scanner_missing"
+    OUTBOX_NEARLY_FULL = "outbox_nearly_full"
+
+
+class Feedback(Protocol):
+    """LEDs and buzzer. Never blocks the caller: patterns play in the background."""
+
+    def signal(self, signal: Signal) -> None:
+        """Play the pattern of ``signal``, replacing any one-shot pattern still playing."""
+        ...
+
+    def set_condition(self, condition: Condition, active: bool) -> None:
+        """Show or clear a lasting condition."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Time, as the station sees it. Only the clock sleeps."""
+
+    def wall(self) -> float:
+        """Seconds since the epoch (may be wrong until NTP syncs)."""
+        ...
+
+    def monotonic_ns(self) -> int:
+        """Nanoseconds since boot; never goes backwards."""
+        ...
+
+    def synchronized(self) -> bool:
+        """Whether the wall clock is NTP-synchronised."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class Outbox(Protocol):
+    """Durable store of records not yet acknowledged by the server."""
+
+    def append(self, record: Record) -> None:
+        """Store ``record``; when this returns it survives a power cut."""
+        ...
+
+    def pending(self, limit: int | None = None) -> list[Record]:
+        """Unacknowledged records in sequence order."""
+        ...
+
+    def acknowledge(self, record_ids: Iterable[str]) -> list[Record]:
+        """Mark these records delivered; returns those that were pending."""
+        ...
+
+    def last_seq(self) -> int:
+        """The highest sequence number ever stored (0 for a new station)."""
+        ...
+
+    def next_counter(self, name: str) -> int:
+        """Durably increment and return a named counter (e.g. the birth/death sequence)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The uplink (re)connected; pending records should be (re)sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    record_ids: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceived:
+    command: Command
+
+
+UplinkEvent = Connected | Disconnected | Acked | CommandReceived
+UplinkSink = Callable[[UplinkEvent], None]
+
+
+class Uplink(Protocol):
+    """The connection to the central server (MQTT)."""
+
+    def start(self, sink: UplinkSink) -> None:
+        """Connect in the background and keep reconnecting; events go to ``sink``."""
+        ...
+
+    def publish_record(self, record: Record) -> None:
+        """Send ``record`` (QoS 1). Delivery is confirmed only by an ``Acked`` event."""
+        ...
+
+    def publish_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Send a heartbeat (QoS 0: a lost one is replaced by the next)."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def close(self) -> None:
+        """Announce a clean shutdown and disconnect."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the workflow wants stored: becomes one ``Record`` with identity added by the station."""
+
+    kind: str
+    code: str | None = None
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The workflow's answer to a scan: records to store (in order) and the signal to show."""
+
+    entries: tuple[Entry, ...]
+    signal: Signal
+
+
+class Workflow(Protocol):
+    """Pure sampling logic: decides what a scan means. Never does I/O."""
+
+    def decide(self, scan: Scan) -> Decision:
+        """Classify ``scan`` against the open session and return what to store and show."""
+        ...
+
+    def restore(self, records: Iterable[Record]) -> None:
+        """Rebuild the session from records already stored (after a restart)."""
+        ...

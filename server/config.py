@@ -1,0 +1,72 @@
+"""Server configuration: TOML parsed into typed models. Unknown keys are errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        "sqlite:///swabline.db",
+        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://...",
+    )
+
+
+class MqttConfig(_Section):
+    host: str = Field(
+        "127.0.0.1", description="Broker host (the server uses the loopback listener)."
+    )
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    username: str = Field("swabline-server", description="The server's MQTT username.")
+    password_file: Path | None = Field(None, description="File holding the server's MQTT password.")
+
+
+class HttpConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the web app listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the web app listens on (0: any).")
+
+
+class IngestConfig(_Section):
+    batch_max_rows: int = Field(
+        500, ge=1, le=10_000, description="Commit after this many messages."
+    )
+    batch_max_ms: int = Field(
+        50, ge=1, le=10_000, description="...or after this many milliseconds, whichever first."
+    )
+    shared_group: str = Field(
+        "swabline-ingest",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="MQTT 5 shared-subscription group.",
+    )
+
+
+class ServerConfig(_Section):
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+def load_config(path: Path) -> ServerConfig:
+    """Read and validate a server configuration file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False)
+        msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs)
+        raise ConfigError(f"{path}: {msg}") from None

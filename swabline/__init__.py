@@ -1,0 +1,1 @@
+"""The ``swabline`` command and the development tooling around it (broker launcher, demo)."""

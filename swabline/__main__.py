@@ -1,0 +1,5 @@
+import sys
+
+from swabline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""Start real server and agent processes against a test broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swabline.broker import SERVER_USER, Broker, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class ServerProc:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(workdir: Path, broker: Broker, db_url: str, *, extra: str = "") -> ServerProc:
+    workdir.mkdir(parents=True, exist_ok=True)
+    secret = workdir / "server.secret"
+    secret.write_text(broker.users[SERVER_USER])
+    port = free_port()
+    conf = workdir / "server.toml"
+    conf.write_text(
+        f'[database]\nurl = "{db_url}"\n\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'username = "{SERVER_USER}"\npassword_file = "{secret}"\n\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {port}\n' + extra
+    )
+    log = workdir / "server.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swabline", "server", "--config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            cwd=workdir,
+        )
+    server = ServerProc(proc, f"http://127.0.0.1:{port}", log)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            server.get("/healthz")
+            return "ingest connected" in log.read_text()
+        except OSError:
+            return False
+
+    wait_for(up, 30, "server to start")
+    return server
+
+
+@dataclass
+class AgentProc:
+    station_id: str
+    proc: subprocess.Popen[bytes]
+    outbox: Path
+    log: Path
+    sent: list[str] = field(default_factory=list)
+
+    def feed(self, codes: list[str]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(c + "\n" for c in codes).encode())
+        self.proc.stdin.flush()
+        self.sent.extend(codes)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        return self.proc.returncode
+
+
+def start_agent(
+    workdir: Path, broker: Broker, station_id: str, *, extra_mqtt: str = "", port: int | None = None
+) -> AgentProc:
+    d = workdir / station_id
+    d.mkdir(parents=True, exist_ok=True)
+    secret = d / "mqtt.secret"
+    secret.write_text(broker.users[station_id])
+    outbox = d / "outbox.json"
+    conf = d / "station.toml"
+    conf.write_text(
+        f'station_id = "{station_id}"\n\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {port or broker.port}\n'
+        f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n{extra_mqtt}\n'
+        '[scanner]\ntype = "stdin"\n\n'
+        f'[outbox]\npath = "{outbox}"\n\n[feedback]\ntype = "log"\n'
+    )
+    log = d / "agent.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swabline", "agent", "--config", str(conf)],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    return AgentProc(station_id, proc, outbox, log)
