@@ -22,12 +22,14 @@ class Scan:
 
     ``rejected`` holds the reason when the scanner produced something that must not be used
     (events lost to ``SYN_DROPPED``, a key with no mapping, invalid UTF-8, too long); ``text``
-    then holds what was read so far, for diagnostics only.
+    then holds what was read so far, for diagnostics only. ``lossy`` is True when the source
+    cannot carry non-ASCII text (a keyboard-mode scanner): names in it may be mangled.
     """
 
     text: str
     source: str
     rejected: str | None = None
+    lossy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
