@@ -5,8 +5,9 @@ what to show and until when, sets the outputs, and waits; time is always passed 
 through a pattern without sleeping.
 
 Rules:
-- a one-shot signal plays its pattern once; a new one replaces one still playing, except quiet
-  signals (``CONFIRMED``), which wait for the pattern playing to finish;
+- a one-shot signal plays its pattern once; a new one replaces one still playing (after a short
+  dark, silent break, so a beep running into the next is heard as two), except quiet signals
+  (``CONFIRMED``), which wait for the pattern playing to finish;
 - when no one-shot plays, the active conditions loop underneath, most urgent first, one cycle
   of each in turn; with no condition, the idle "ready" blink loops.
 """
@@ -21,6 +22,11 @@ from agent.signals import CONDITIONS, IDLE, QUIET_SIGNALS, SIGNALS, Light, Step
 # Times are float seconds; a step that ends within this of ``now`` has ended (rounding of
 # start + duration must not make a step last forever).
 _EPS = 1e-6
+BREAK_S = 0.04
+"""Dark and silent gap before a signal that cuts another one short."""
+RESUME_S = 0.5
+"""Dark gap after a one-shot before the conditions (or the idle blink) show again, so that
+"saved" followed by "offline" is not read as green-then-amber "warning"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +70,9 @@ class PatternPlayer:
         if signal in QUIET_SIGNALS and self._signal is not None:
             self._quiet_pending = signal
             return
+        cut_short = self._signal is not None
         self._signal = signal
-        self._signal_start = now
+        self._signal_start = now + BREAK_S if cut_short else now
 
     def set_condition(self, condition: Condition, active: bool, now: float) -> bool:
         """Show or clear ``condition``; returns whether anything changed."""
@@ -84,9 +91,13 @@ class PatternPlayer:
         """What to show at ``now``, and until when."""
         self._settle(now)
         if self._signal is not None:
+            if now < self._signal_start - _EPS:
+                return Output(None, None, self._signal_start, self._signal)
             steps = SIGNALS[self._signal].steps
             step, end = _find(steps, now - self._signal_start)
             return Output(step.light, step.tone_hz, self._signal_start + end, self._signal)
+        if now < self._background_start - _EPS:
+            return Output(None, None, self._background_start)
         steps = self._background_steps()
         cycle = sum(s.ms for s in steps) / 1000.0
         elapsed = now - self._background_start
@@ -112,4 +123,4 @@ class PatternPlayer:
                 self._signal_start = ends
             else:
                 self._signal = None
-                self._background_start = ends
+                self._background_start = ends + RESUME_S

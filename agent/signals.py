@@ -44,7 +44,7 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A named sequence of steps, with what it looks like and what staff should do."""
+    """A sequence of steps, and how staff would describe it (English, Vietnamese)."""
 
     steps: tuple[Step, ...]
     looks_en: str
@@ -114,7 +114,7 @@ SIGNALS: dict[Signal, Pattern] = {
         Step(300, A),
     ),
     Signal.POOL_FULL: _p(
-        "amber, three short beeps",
+        "amber blinks three times, three short beeps",
         "đèn vàng nháy ba lần, ba tiếng bíp ngắn",
         Step(100, A, MID_HZ),
         Step(100),
@@ -198,7 +198,7 @@ CONDITIONS: dict[Condition, Pattern] = {
 IDLE = _p(
     "a brief green blink every 5 seconds",
     "đèn xanh chớp rất nhanh mỗi 5 giây",
-    Step(50, G),
     Step(4950),
+    Step(50, G),
 )
 """Shown when no signal plays and no condition holds: the station is on and ready."""

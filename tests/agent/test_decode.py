@@ -94,7 +94,7 @@ def test_autorepeat_is_ignored() -> None:
 
 def test_syn_dropped_mid_scan_rejects_the_whole_scan_and_never_a_truncated_one() -> None:
     full = events("KG-RG-000124")
-    lost = full[:20] + [InputEvent(full[40].sec, full[40].usec, EV_SYN, SYN_DROPPED, 0)]
+    lost = [*full[:20], InputEvent(full[40].sec, full[40].usec, EV_SYN, SYN_DROPPED, 0)]
     lost += full[40:]
     scans = decode(lost + events("KG-RG-000125", start_s=T0 + 3))
     assert len(scans) == 2
@@ -104,14 +104,14 @@ def test_syn_dropped_mid_scan_rejects_the_whole_scan_and_never_a_truncated_one()
 
 
 def test_events_up_to_the_next_syn_report_after_a_drop_are_ignored() -> None:
-    evs = (
-        key(T0, ecodes.KEY_A, 1)
-        + [InputEvent(int(T0), 1000, EV_SYN, SYN_DROPPED, 0)]
-        + [InputEvent(int(T0), 2000, EV_KEY, ecodes.KEY_B, 1)]  # stale: before the SYN_REPORT
-        + [InputEvent(int(T0), 2000, EV_SYN, SYN_REPORT, 0)]
-        + key(T0 + 0.003, ecodes.KEY_C, 1)
-        + key(T0 + 0.004, ecodes.KEY_ENTER, 1)
-    )
+    evs = [
+        *key(T0, ecodes.KEY_A, 1),
+        InputEvent(int(T0), 1000, EV_SYN, SYN_DROPPED, 0),
+        InputEvent(int(T0), 2000, EV_KEY, ecodes.KEY_B, 1),  # stale: before the SYN_REPORT
+        InputEvent(int(T0), 2000, EV_SYN, SYN_REPORT, 0),
+        *key(T0 + 0.003, ecodes.KEY_C, 1),
+        *key(T0 + 0.004, ecodes.KEY_ENTER, 1),
+    ]
     decoder = KeyDecoder(source="kbd")
     scans = decode(evs, decoder)
     assert [(s.text, s.rejected is not None) for s in scans] == [("ac", True)]
@@ -127,7 +127,8 @@ def test_drop_between_scans_rejects_the_scan_that_follows() -> None:
 
 def test_modifiers_are_resynced_after_a_drop() -> None:
     decoder = KeyDecoder(source="kbd")
-    evs = key(T0, ecodes.KEY_LEFTSHIFT, 1) + [
+    evs = [
+        *key(T0, ecodes.KEY_LEFTSHIFT, 1),
         InputEvent(int(T0), 500, EV_SYN, SYN_DROPPED, 0),
         InputEvent(int(T0), 600, EV_SYN, SYN_REPORT, 0),
     ]

@@ -192,10 +192,12 @@ def test_syn_dropped_rejects_and_resyncs_shift_from_the_device(
     sec, usec = shift_down[0].sec, shift_down[0].usec + 1000
     device.held = []  # what the kernel reports held after the overflow
     device.push(
-        shift_down
-        + [InputEvent(sec, usec, EV_SYN, SYN_DROPPED, 0)]
-        + [InputEvent(sec, usec, EV_SYN, SYN_REPORT, 0)]
-        + events("ab", start_s=now + 0.01)
+        [
+            *shift_down,
+            InputEvent(sec, usec, EV_SYN, SYN_DROPPED, 0),
+            InputEvent(sec, usec, EV_SYN, SYN_REPORT, 0),
+            *events("ab", start_s=now + 0.01),
+        ]
     )
     rejected = r.next_scan()
     assert rejected.rejected is not None and "SYN_DROPPED" in rejected.rejected
