@@ -83,3 +83,27 @@ def test_staff_card_shows_every_signal_in_vietnamese_and_english(
     assert row is not None, f"signals-card.html has no row for {_name(key)}"
     assert f'<span class="looks">{pattern.looks_vi}</span>' in row[1]
     assert f"({pattern.looks_en})" in row[1]
+
+
+@pytest.mark.browser
+def test_staff_card_prints_on_one_a4_page() -> None:
+    from playwright.sync_api import sync_playwright
+
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        try:
+            page = browser.new_page()
+            page.goto((DOCS / "signals-card.html").resolve().as_uri())
+            pdf = page.pdf(prefer_css_page_size=True)
+        finally:
+            browser.close()
+    assert re.findall(rb"/Count (\d+)", pdf) == [b"1"]
