@@ -184,6 +184,14 @@ class CameraScanSource:
         self._monotonic = monotonic
 
     def run(self, sink: SourceSink, stop: threading.Event) -> None:
+        try:
+            self._run(sink, stop)
+        except Exception as exc:
+            # A bug, not a camera fault: staff must see that scans no longer arrive.
+            sink(ScannerState(source=self.name, present=False, detail=f"source failed: {exc!r}"))
+            raise
+
+    def _run(self, sink: SourceSink, stop: threading.Event) -> None:
         present: bool | None = None
         try:
             while not stop.is_set():

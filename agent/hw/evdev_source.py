@@ -129,7 +129,12 @@ class EvdevScanSource:
         self._monotonic = monotonic
 
     def run(self, sink: SourceSink, stop: threading.Event) -> None:
-        _Loop(self, sink).run(stop)
+        try:
+            _Loop(self, sink).run(stop)
+        except Exception as exc:
+            # A bug, not a scanner fault: staff must see that scans no longer arrive.
+            sink(ScannerState(source=self.name, present=False, detail=f"source failed: {exc!r}"))
+            raise
 
 
 class _Loop:

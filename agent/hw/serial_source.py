@@ -153,6 +153,14 @@ class SerialScanSource:
         self._read_timeout_s = min(0.2, retry_s)
 
     def run(self, sink: SourceSink, stop: threading.Event) -> None:
+        try:
+            self._run(sink, stop)
+        except Exception as exc:
+            # A bug, not a scanner fault: staff must see that scans no longer arrive.
+            sink(ScannerState(source=self.name, present=False, detail=f"source failed: {exc!r}"))
+            raise
+
+    def _run(self, sink: SourceSink, stop: threading.Event) -> None:
         present: bool | None = None
         while not stop.is_set():
             try:

@@ -7,7 +7,7 @@ import io
 import queue
 import sys
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -181,3 +181,73 @@ def test_picamera2_missing_says_which_apt_package(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a plain venv
     with pytest.raises(ScannerError, match="python3-picamera2"):
         Picamera2Frames().start()
+
+
+def test_an_unexpected_error_reports_the_camera_missing_and_propagates() -> None:
+    frames = FakeFrameProvider([np.zeros((4, 4, 3), dtype=np.uint8)], stop=threading.Event())
+    got: list[SourceEvent] = []
+    source = CameraScanSource(frames=frames, monotonic=frames.now)
+    with pytest.raises(ValueError, match="2-D"):
+        source.run(got.append, threading.Event())
+    assert [type(e) for e in got] == [ScannerState, ScannerState]
+    failed = got[1]
+    assert isinstance(failed, ScannerState) and not failed.present
+    assert failed.detail.startswith("source failed: ValueError")
+    assert frames.closes == 1
+
+
+class _FakePicamera2:
+    """Stands in for picamera2.Picamera2 (not installable here): records what it was asked."""
+
+    instances: ClassVar[list[_FakePicamera2]] = []
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {}
+        self.started = self.stopped = self.closed = False
+        _FakePicamera2.instances.append(self)
+
+    def create_preview_configuration(self, **kw: Any) -> dict[str, Any]:
+        return kw
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def start(self) -> None:
+        self.started = True
+
+    def capture_array(self, stream: str) -> Frame:
+        assert stream == "lores"
+        w, h = self.config["lores"]["size"]
+        stride = w + 32  # rows are padded; U and V planes follow the Y plane
+        yuv = np.full((h * 3 // 2, stride), 128, dtype=np.uint8)
+        yuv[:h, :w] = qr_frame("KG-RG-000123", size=(h, w))
+        return yuv
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_picamera2_frames_take_the_y_plane_of_the_lores_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = type(sys)("picamera2")
+    module.Picamera2 = _FakePicamera2  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    frames = Picamera2Frames(width=640, height=480, fps=15)
+    frames.start()
+    camera = _FakePicamera2.instances[-1]
+    assert camera.started
+    assert camera.config["lores"] == {"size": (640, 480), "format": "YUV420"}
+    assert camera.config["controls"] == {"FrameRate": 15}
+    grey = frames.capture()
+    assert grey.shape == (480, 640)
+    with ZbarDecoder(["qrcode"]) as decoder:
+        assert [d.data for d in decoder.decode(grey)] == [b"KG-RG-000123"]
+    frames.close()
+    frames.close()
+    assert camera.stopped and camera.closed
+    with pytest.raises(ScannerError, match="not started"):
+        frames.capture()

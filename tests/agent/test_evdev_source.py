@@ -223,6 +223,19 @@ def test_stop_closes_the_devices(bus: FakeInputBus, run: list[Running]) -> None:
     assert device.closed
 
 
+def test_an_unexpected_error_reports_the_scanner_missing_and_propagates(bus: FakeInputBus) -> None:
+    def broken_find(spec: str) -> list[str]:
+        raise ValueError("bug")
+
+    source = EvdevScanSource([KBD_A], open_device=bus.open, find_devices=broken_find)
+    got: list[SourceEvent] = []
+    with pytest.raises(ValueError, match="bug"):
+        source.run(got.append, threading.Event())
+    assert got == [
+        ScannerState(source="evdev", present=False, detail="source failed: ValueError('bug')")
+    ]
+
+
 def test_find_input_devices_prefers_event_kbd_nodes(tmp_path: Path) -> None:
     for name in ["usb-Scanner-event-kbd", "usb-Scanner-if01-event-mouse", "usb-Other-event-kbd"]:
         (tmp_path / name).touch()
