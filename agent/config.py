@@ -192,6 +192,20 @@ class GpioFeedbackConfig(_Section):
             raise ValueError("leds = 'separate' needs amber_pin")
         if self.buzzer != "none" and self.buzzer_pin is None:
             raise ValueError(f"buzzer = '{self.buzzer}' needs buzzer_pin")
+        used = {
+            "green_pin": self.green_pin,
+            "red_pin": self.red_pin,
+            "amber_pin": self.amber_pin if self.leds == "separate" else None,
+            "blue_pin": self.blue_pin if self.leds == "rgb" else None,
+            "buzzer_pin": self.buzzer_pin if self.buzzer != "none" else None,
+        }
+        seen: dict[int | str, str] = {}
+        for key, pin in used.items():
+            if pin is None:
+                continue
+            if pin in seen:
+                raise ValueError(f"{key} and {seen[pin]} are the same pin ({pin})")
+            seen[pin] = key
         return self
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from agent.errors import ScannerError
 from agent.ports import (
     Acked,
     Condition,
@@ -271,8 +272,6 @@ class FakeFrameProvider:
         return self._t
 
     def start(self) -> None:
-        from agent.errors import ScannerError
-
         self.starts += 1
         if self.starts <= self.fail_starts:
             raise ScannerError("fake camera not connected")

@@ -91,6 +91,8 @@ def test_feedback_kinds() -> None:
         config('type = "stdin"', '[feedback]\ntype = "leds"')
     with pytest.raises(ConfigError, match="needs blue_pin"):
         config('type = "stdin"', '[feedback]\ntype = "gpio"\nleds = "rgb"')
+    with pytest.raises(ConfigError, match="buzzer_pin and green_pin are the same pin"):
+        config('type = "stdin"', '[feedback]\ntype = "gpio"\nbuzzer_pin = 17')
     with pytest.raises(ConfigError, match=r"feedback\.buzzer_pin"):
         config('type = "stdin"', '[feedback]\ntype = "gpio"\nbuzzer_pin = 1.5')
 
