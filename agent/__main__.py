@@ -28,15 +28,100 @@ log = logging.getLogger("swabline.agent")
 
 
 def build_sources(config: StationConfig) -> list[ScanSource]:
+    # Hardware modules are imported only for the scanner configured: a station without a camera
+    # needs neither picamera2 nor libzbar.
     scanner = config.scanner
-    match scanner.type:
-        case "stdin":
-            return [LineScanSource(scanner.path)]
+    try:
+        match scanner.type:
+            case "stdin":
+                return [LineScanSource(scanner.path)]
+            case "evdev":
+                from agent.hw.evdev_source import EvdevScanSource
+
+                return [
+                    EvdevScanSource(
+                        scanner.devices,
+                        terminator=scanner.terminator,
+                        gap_ms=scanner.gap_ms,
+                        incomplete_ms=scanner.incomplete_ms,
+                        max_length=scanner.max_length,
+                        grab=scanner.grab,
+                        poll_s=scanner.poll_s,
+                    )
+                ]
+            case "serial":
+                from agent.hw.serial_source import SerialScanSource
+
+                return [
+                    SerialScanSource(
+                        scanner.port,
+                        baudrate=scanner.baudrate,
+                        max_length=scanner.max_length,
+                        incomplete_ms=scanner.incomplete_ms,
+                    )
+                ]
+            case "camera":
+                from agent.hw.camera_source import (
+                    PICAMERA2_MISSING,
+                    CameraScanSource,
+                    Picamera2Frames,
+                    picamera2_available,
+                )
+
+                if not picamera2_available():
+                    raise AgentError(PICAMERA2_MISSING)
+                frames = Picamera2Frames(
+                    width=scanner.width, height=scanner.height, fps=scanner.fps
+                )
+                return [
+                    CameraScanSource(
+                        frames=frames,
+                        symbologies=scanner.symbologies,
+                        fps=scanner.fps,
+                        leave_after_s=scanner.leave_after_s,
+                        repeat_after_s=scanner.repeat_after_s,
+                    )
+                ]
+            case "replay":
+                from agent.evtest import EvtestReplaySource
+
+                return [
+                    EvtestReplaySource(
+                        Path(scanner.path),
+                        terminator=scanner.terminator,
+                        gap_ms=scanner.gap_ms,
+                        incomplete_ms=scanner.incomplete_ms,
+                        max_length=scanner.max_length,
+                    )
+                ]
+    except ImportError as exc:
+        raise AgentError(
+            f"scanner.type {scanner.type!r} needs {exc.name or exc}, which is not installed "
+            "(pip install 'swabline[pi]' or '[camera]'; the camera also needs apt's libzbar0)"
+        ) from exc
     raise AgentError(f"scanner.type {scanner.type!r} is not supported")
 
 
 def build_feedback(config: StationConfig) -> Feedback:
-    return LogFeedback() if config.feedback.type == "log" else NoFeedback()
+    feedback = config.feedback
+    if feedback.type == "gpio":
+        try:
+            from agent.hw.gpio_feedback import GpioFeedback
+        except ImportError as exc:
+            raise AgentError(
+                f"feedback.type 'gpio' needs {exc.name or exc}: pip install 'swabline[pi]'"
+            ) from exc
+        return GpioFeedback(
+            leds=feedback.leds,
+            green_pin=feedback.green_pin,
+            red_pin=feedback.red_pin,
+            amber_pin=feedback.amber_pin,
+            blue_pin=feedback.blue_pin,
+            active_high=feedback.active_high,
+            buzzer=feedback.buzzer,
+            buzzer_pin=feedback.buzzer_pin,
+        )
+    return LogFeedback() if feedback.type == "log" else NoFeedback()
 
 
 def read_secret(path: Path | None) -> str | None:

@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from agent.errors import ConfigError
 from protocol.topics import STATION_ID_PATTERN
@@ -47,7 +55,100 @@ class StdinScannerConfig(_Section):
     path: str = Field("-", description="'-' for standard input, or the path of a named pipe.")
 
 
-ScannerConfig = Annotated[StdinScannerConfig, Field(discriminator="type")]
+class _KeyDecoding(_Section):
+    """Settings of the decoder of keyboard-mode (HID) scanners, live or replayed."""
+
+    terminator: Literal["enter", "tab", "none"] = Field(
+        "enter",
+        description="Key the scanner sends after each code: 'enter', 'tab', or 'none' "
+        "(a silence of gap_ms ends the code).",
+    )
+    gap_ms: float = Field(
+        100.0, gt=0, le=5000, description="With terminator 'none': the silence that ends a code."
+    )
+    incomplete_ms: float = Field(
+        1000.0,
+        gt=0,
+        le=60000,
+        description="With terminator 'enter'/'tab': a code left without it this long is rejected.",
+    )
+    max_length: int = Field(512, ge=1, le=65536, description="Longest accepted code (characters).")
+
+
+class EvdevScannerConfig(_KeyDecoding):
+    type: Literal["evdev"] = Field(description="Keyboard-mode (HID) USB scanners through evdev.")
+    devices: list[str] = Field(
+        default_factory=lambda: ["/dev/input/by-id/*-event-kbd"],
+        min_length=1,
+        description="Device paths or glob patterns; -event-kbd nodes win among matches.",
+    )
+    grab: bool = Field(
+        True, description="Take each scanner exclusively (codes never reach a console)."
+    )
+    poll_s: float = Field(
+        0.5, gt=0, le=1, description="How often to look for a missing scanner (seconds)."
+    )
+
+
+class SerialScannerConfig(_Section):
+    type: Literal["serial"] = Field(description="A USB serial (CDC) scanner: UTF-8 lines.")
+    port: str = Field(
+        "/dev/ttyACM0", description="Device path, glob (/dev/serial/by-id/usb-*) or pyserial URL."
+    )
+    baudrate: int = Field(9600, ge=300, le=4_000_000, description="Ignored by USB CDC devices.")
+    max_length: int = Field(1024, ge=1, le=65536, description="Longest accepted code (characters).")
+    incomplete_ms: float = Field(
+        1000.0, gt=0, le=60000, description="A line left without CR/LF this long is rejected."
+    )
+
+
+CameraSymbology = Literal[
+    "qrcode",
+    "code128",
+    "code39",
+    "code93",
+    "ean8",
+    "ean13",
+    "upca",
+    "upce",
+    "i25",
+    "codabar",
+    "databar",
+    "databar_exp",
+]
+
+
+class CameraScannerConfig(_Section):
+    type: Literal["camera"] = Field(description="The Raspberry Pi camera, decoded with zbar.")
+    fps: float = Field(10.0, gt=0, le=60, description="Frames decoded per second, at most.")
+    width: int = Field(640, ge=64, le=4056, description="Width of the frames decoded (pixels).")
+    height: int = Field(480, ge=48, le=3040, description="Height of the frames decoded (pixels).")
+    symbologies: list[CameraSymbology] = Field(
+        default_factory=lambda: ["qrcode", "code128"],  # type: ignore[arg-type]
+        min_length=1,
+        description="Code types to look for; each one more costs decode time.",
+    )
+    leave_after_s: float = Field(
+        0.5, gt=0, le=60, description="A code not seen this long has left the view."
+    )
+    repeat_after_s: float = Field(
+        0.0, ge=0, le=3600, description="Count a code still in view again after this; 0: never."
+    )
+
+
+class ReplayScannerConfig(_KeyDecoding):
+    type: Literal["replay"] = Field(description="Replay an evtest capture (for diagnosis).")
+    path: str = Field(description="The capture file (the output of evtest).")
+
+
+ScannerConfig = Annotated[
+    StdinScannerConfig
+    | EvdevScannerConfig
+    | SerialScannerConfig
+    | CameraScannerConfig
+    | ReplayScannerConfig,
+    Field(discriminator="type"),
+]
 
 
 class OutboxConfig(_Section):
@@ -65,6 +166,65 @@ class FeedbackConfig(_Section):
     )
 
 
+GpioPin = int | str
+
+
+class GpioFeedbackConfig(_Section):
+    type: Literal["gpio"] = Field(description="LEDs and a buzzer on GPIO pins (gpiozero).")
+    leds: Literal["separate", "rgb"] = Field(
+        "separate", description="'separate': green, red and amber LEDs; 'rgb': one RGB LED."
+    )
+    green_pin: GpioPin = Field(17, description="Green LED (or the RGB LED's green leg).")
+    red_pin: GpioPin = Field(27, description="Red LED (or the RGB LED's red leg).")
+    amber_pin: GpioPin | None = Field(22, description="Amber LED ('separate' only).")
+    blue_pin: GpioPin | None = Field(None, description="The RGB LED's blue leg ('rgb' only).")
+    active_high: bool = Field(True, description="False for LEDs wired to 3.3 V (common anode).")
+    buzzer: Literal["active", "passive", "none"] = Field(
+        "active", description="'active' beeps on/off, 'passive' plays tones, 'none'."
+    )
+    buzzer_pin: GpioPin | None = Field(18, description="The buzzer's pin.")
+
+    @model_validator(mode="after")
+    def _pins_for_kind(self) -> GpioFeedbackConfig:
+        if self.leds == "rgb" and self.blue_pin is None:
+            raise ValueError("leds = 'rgb' needs blue_pin")
+        if self.leds == "separate" and self.amber_pin is None:
+            raise ValueError("leds = 'separate' needs amber_pin")
+        if self.buzzer != "none" and self.buzzer_pin is None:
+            raise ValueError(f"buzzer = '{self.buzzer}' needs buzzer_pin")
+        used = {
+            "green_pin": self.green_pin,
+            "red_pin": self.red_pin,
+            "amber_pin": self.amber_pin if self.leds == "separate" else None,
+            "blue_pin": self.blue_pin if self.leds == "rgb" else None,
+            "buzzer_pin": self.buzzer_pin if self.buzzer != "none" else None,
+        }
+        seen: dict[int | str, str] = {}
+        for key, pin in used.items():
+            if pin is None:
+                continue
+            if pin in seen:
+                raise ValueError(f"{key} and {seen[pin]} are the same pin ({pin})")
+            seen[pin] = key
+        return self
+
+
+def _feedback_kind(value: object) -> str | None:
+    # A [feedback] table without a type keeps meaning "log".
+    kind = value.get("type", "log") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"log": "simple", "none": "simple", "gpio": "gpio"}.get(str(kind))
+
+
+AnyFeedbackConfig = Annotated[
+    Annotated[FeedbackConfig, Tag("simple")] | Annotated[GpioFeedbackConfig, Tag("gpio")],
+    Discriminator(
+        _feedback_kind,
+        custom_error_type="feedback_type",
+        custom_error_message="type must be 'log', 'none' or 'gpio'",
+    ),
+]
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -72,7 +232,7 @@ class StationConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     scanner: ScannerConfig = Field(description="Where scans come from.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    feedback: AnyFeedbackConfig = Field(default_factory=FeedbackConfig)
 
 
 def parse_config(text: str, *, source: str = "<config>") -> StationConfig:
@@ -96,9 +256,20 @@ def load_config(path: Path) -> StationConfig:
     return parse_config(text, source=str(path))
 
 
+# Pydantic puts the chosen member of a tagged union in the error location
+# ("scanner.evdev.devices"); the key in the file is "scanner.devices".
+_UNION_TAGS = {
+    "scanner": {"stdin", "evdev", "serial", "camera", "replay"},
+    "feedback": {"simple", "gpio"},
+}
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
-        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = list(err["loc"])
+        if len(loc) > 1 and loc[1] in _UNION_TAGS.get(str(loc[0]), ()):
+            del loc[1]
+        key = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
         lines.append(f"{key}: {err['msg']}")
     return "; ".join(lines)

@@ -3,6 +3,8 @@
 AgentError
 ├── ConfigError (ValueError)        the station configuration is invalid
 ├── ScannerError (OSError)          a scanner cannot be opened or read
+├── CaptureFormatError (ValueError) an evtest capture file cannot be parsed
+├── FeedbackError (OSError)         the LEDs or buzzer cannot be driven
 ├── OutboxError (OSError)           the outbox cannot store a record durably
 │   └── OutboxFullError             the outbox reached its capacity; the scan was not saved
 └── UplinkError (ConnectionError)   the broker cannot be reached or refused us
@@ -19,6 +21,14 @@ class ConfigError(AgentError, ValueError):
 
 class ScannerError(AgentError, OSError):
     """A scanner cannot be opened or read."""
+
+
+class CaptureFormatError(AgentError, ValueError):
+    """An ``evtest`` capture has a line that is not an event; the message names the line."""
+
+
+class FeedbackError(AgentError, OSError):
+    """The LEDs or buzzer cannot be set up (pins in use, no GPIO access)."""
 
 
 class OutboxError(AgentError, OSError):

@@ -63,6 +63,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None, help="keep state here (default: temp)")
     p.add_argument("--scans-per-minute", type=float, default=30.0, help="per station (default 30)")
     p.set_defaults(run=_lazy("swabline.demo:run"))
+
+    p = sub.add_parser(
+        "scanner",
+        help="see what a scanner produces (replay a capture, listen live)",
+        description="Tools for technicians: decode an evtest capture, or watch the configured "
+        "scanner live. Output: one JSON object per line.",
+    )
+    scanner = p.add_subparsers(dest="scanner_command", required=True, metavar="ACTION")
+    p = scanner.add_parser(
+        "replay",
+        help="decode an evtest capture as the station would",
+        description="Decode the output of `evtest` (record with: sudo evtest --grab "
+        "/dev/input/by-id/...-event-kbd > capture.txt) and print one JSON object per scan: "
+        '{"accepted": true, "text": ...} or {"accepted": false, "reason": ...}.',
+    )
+    p.add_argument("file", type=Path, help="the evtest capture")
+    p.add_argument(
+        "--terminator",
+        choices=["enter", "tab", "none"],
+        default="enter",
+        help="key that ends each code (default enter)",
+    )
+    p.add_argument(
+        "--gap-ms", type=float, default=100.0, help="with --terminator none: silence ending a code"
+    )
+    p.add_argument(
+        "--incomplete-ms",
+        type=float,
+        default=1000.0,
+        help="a code without its terminator this long is rejected (default 1000)",
+    )
+    p.add_argument("--max-length", type=int, default=512, help="longest code (default 512)")
+    p.set_defaults(run=_lazy("agent.scanner_cli:replay"))
+    p = scanner.add_parser(
+        "listen",
+        help="show live what the configured scanner produces",
+        description="Open the scanner of a station configuration and print every scan and "
+        "every plug/unplug as a JSON line until Ctrl-C. Stop the station's agent first: it "
+        "holds the scanner.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="station TOML file")
+    p.add_argument(
+        "--signals",
+        action="store_true",
+        help="also show saved/rejected on the configured LEDs and buzzer",
+    )
+    p.set_defaults(run=_lazy("agent.scanner_cli:listen"))
     return parser
 
 
