@@ -34,6 +34,17 @@ class StationTopic(StrEnum):
     """Station -> server. ``CommandResult``, QoS 1."""
 
 
+STATION_PUBLISHES = (
+    StationTopic.RECORDS,
+    StationTopic.STATUS,
+    StationTopic.HEARTBEAT,
+    StationTopic.COMMAND_RESULTS,
+)
+"""What a station may publish, each on its own topic only (the broker's ACLs enforce it)."""
+STATION_RECEIVES = (StationTopic.ACKS, StationTopic.COMMANDS)
+"""What a station may subscribe to and receive, on its own topics only."""
+
+
 class TopicError(ValueError):
     """A topic is not part of the contract, or a station id is malformed."""
 

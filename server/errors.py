@@ -2,7 +2,8 @@
 
 ServerError
 ├── ConfigError (ValueError)      the server configuration is invalid
-└── DatabaseError (RuntimeError)  the database cannot be reached or migrated
+├── DatabaseError (RuntimeError)  the database cannot be reached or migrated
+└── BrokerAdminError (ConnectionError)  station credentials cannot be changed on the broker
 """
 
 
@@ -16,3 +17,7 @@ class ConfigError(ServerError, ValueError):
 
 class DatabaseError(ServerError, RuntimeError):
     """The database cannot be reached or migrated."""
+
+
+class BrokerAdminError(ServerError, ConnectionError):
+    """The broker cannot be reached as admin, or refused a change of station credentials."""

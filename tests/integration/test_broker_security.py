@@ -1,0 +1,257 @@
+"""The broker's security, against a real Mosquitto with the dynamic security plugin."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from server.broker_admin import CONTROL_TOPIC, RESPONSE_TOPIC
+from swabline.broker import SERVER_USER, Broker
+from tests.integration.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def t(station: str, kind: str) -> str:
+    return f"swabline/v1/stations/{station}/{kind}"
+
+
+@dataclass
+class Conn:
+    """A paho client and what happened to it."""
+
+    client: mqtt.Client
+    connack: queue.Queue[str] = field(default_factory=queue.Queue)
+    disconnects: list[str] = field(default_factory=list)
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    subacks: queue.Queue[list[str]] = field(default_factory=queue.Queue)
+    pubacks: dict[int, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self, topic: str) -> list[str]:
+        self.client.subscribe(topic, qos=1)
+        return self.subacks.get(timeout=5)
+
+    def publish(self, topic: str, payload: bytes = b"x") -> str:
+        """Publish QoS 1 and return the PUBACK's reason."""
+        info = self.client.publish(topic, payload, qos=1)
+        wait_for(lambda: info.mid in self.pubacks, 5, "PUBACK")
+        return self.pubacks[info.mid]
+
+    def received(self) -> list[tuple[str, bytes]]:
+        with self.lock:
+            return list(self.messages)
+
+
+@contextmanager
+def connect(
+    broker: Broker,
+    username: str | None,
+    password: str | None,
+    *,
+    tls: bool = False,
+    ca_file: str | None = None,
+    client_id: str | None = None,
+) -> Iterator[Conn]:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv5
+    )
+    conn = Conn(client)
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+
+    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        conn.connack.put(str(rc))
+
+    def on_disconnect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        conn.disconnects.append(str(rc))
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with conn.lock:
+            conn.messages.append((msg.topic, bytes(msg.payload)))
+
+    def on_subscribe(_c: object, _u: object, _mid: int, rcs: list[ReasonCode], _p: object) -> None:
+        conn.subacks.put([str(r) for r in rcs])
+
+    def on_publish(_c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
+        conn.pubacks[mid] = str(rc)
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.on_publish = on_publish
+    client.reconnect_delay_set(30, 60)  # a refused client must not retry during the test
+    client.connect(broker.host, broker.tls_port if tls else broker.port)
+    client.loop_start()
+    try:
+        yield conn
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def connack(broker: Broker, username: str | None, password: str | None, **kw: object) -> str:
+    with connect(broker, username, password, **kw) as c:  # type: ignore[arg-type]
+        return c.connack.get(timeout=5)
+
+
+def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
+    assert connack(broker, None, None) == "Not authorized"
+    assert connack(broker, None, None, tls=True, ca_file=str(broker.ca_file)) == "Not authorized"
+    assert connack(broker, "st-1", "wrong") == "Not authorized"
+    assert connack(broker, "st-1", broker.users["st-2"]) == "Not authorized"
+    assert connack(broker, "nobody", "x") == "Not authorized"
+    assert connack(broker, "st-1", broker.users["st-1"]) == "Success"
+
+
+def test_a_station_publishes_only_as_itself(broker: Broker) -> None:
+    with (
+        connect(broker, SERVER_USER, broker.users[SERVER_USER]) as server,
+        connect(broker, "st-1", broker.users["st-1"], client_id="st-1") as st1,
+    ):
+        assert server.connack.get(timeout=5) == st1.connack.get(timeout=5) == "Success"
+        assert server.subscribe("swabline/v1/stations/#") == ["Granted QoS 1"]
+        for kind in ("records", "status", "heartbeat", "command_results"):
+            assert st1.publish(t("st-1", kind), kind.encode()) != "Not authorized"
+            assert st1.publish(t("st-2", kind), b"forged") == "Not authorized"
+        # A station cannot answer for the server either.
+        assert st1.publish(t("st-1", "acks")) == "Not authorized"
+        assert st1.publish(t("st-1", "commands")) == "Not authorized"
+        assert st1.publish("swabline/v1/other") == "Not authorized"
+        wait_for(lambda: len(server.received()) == 4, 5, "the station's own messages")
+        st1.publish(t("st-1", "records"), b"last")  # ordered after everything above
+        wait_for(lambda: server.received()[-1][1] == b"last", 5, "the last message")
+    assert {topic for topic, _ in server.received()} == {
+        t("st-1", k) for k in ("records", "status", "heartbeat", "command_results")
+    }
+    assert b"forged" not in {p for _, p in server.received()}
+
+
+def test_a_station_reads_only_its_own_acks_and_commands(broker: Broker) -> None:
+    with (
+        connect(broker, SERVER_USER, broker.users[SERVER_USER]) as server,
+        connect(broker, "st-1", broker.users["st-1"], client_id="st-1") as st1,
+        connect(broker, "st-2", broker.users["st-2"], client_id="st-2") as st2,
+    ):
+        for c in (server, st1, st2):
+            assert c.connack.get(timeout=5) == "Success"
+        assert st1.subscribe(t("st-1", "acks")) == ["Granted QoS 1"]
+        assert st1.subscribe(t("st-1", "commands")) == ["Granted QoS 1"]
+        for stolen in (
+            t("st-2", "acks"),
+            t("st-2", "commands"),
+            "swabline/v1/stations/+/acks",
+            "swabline/v1/stations/+/commands",
+            "swabline/v1/stations/st-1/#",
+            "swabline/#",
+            "#",
+            t("st-2", "records"),
+            "$share/g/swabline/v1/stations/+/records",
+            "$CONTROL/dynamic-security/#",
+        ):
+            assert st1.subscribe(stolen) == ["Not authorized"], stolen
+        assert st2.subscribe(t("st-2", "acks")) == ["Granted QoS 1"]
+        assert st2.subscribe(t("st-2", "commands")) == ["Granted QoS 1"]
+        server.publish(t("st-2", "acks"), b"ack for 2")
+        server.publish(t("st-2", "commands"), b"command for 2")
+        server.publish(t("st-1", "acks"), b"ack for 1")
+        wait_for(lambda: len(st2.received()) == 2, 5, "st-2's messages")
+        wait_for(lambda: len(st1.received()) == 1, 5, "st-1's ack")
+    assert st1.received() == [(t("st-1", "acks"), b"ack for 1")]
+
+
+def test_revoked_credentials_are_refused_at_once_and_the_session_is_closed(
+    broker: Broker,
+) -> None:
+    pid = broker.pid
+    with connect(broker, "st-3", broker.users["st-3"], client_id="st-3") as st3:
+        assert st3.connack.get(timeout=5) == "Success"
+        broker.remove_user("st-3")
+        # Mosquitto's dynsec closes the live session of a deleted client.
+        wait_for(lambda: st3.disconnects, 5, "the revoked station to be disconnected")
+        assert st3.disconnects[0] == "Administrative action"
+    assert connack(broker, "st-3", "anything") == "Not authorized"
+    assert broker.pid == pid  # no restart
+
+
+def test_a_new_password_replaces_the_old_one_at_once(broker: Broker) -> None:
+    old = broker.users["st-4"]
+    with connect(broker, "st-4", old, client_id="st-4") as st4:
+        assert st4.connack.get(timeout=5) == "Success"
+        broker.add_user("st-4", "a-new-password")
+        wait_for(lambda: st4.disconnects, 5, "the old session to be closed")
+    assert connack(broker, "st-4", old) == "Not authorized"
+    assert connack(broker, "st-4", "a-new-password") == "Success"
+
+
+def test_stations_added_while_running_connect_with_their_own_rights(broker: Broker) -> None:
+    pid = broker.pid
+    broker.add_user("st-new", "pw-new")
+    with connect(broker, "st-new", "pw-new", client_id="st-new") as c:
+        assert c.connack.get(timeout=5) == "Success"
+        assert c.subscribe(t("st-new", "acks")) == ["Granted QoS 1"]
+        assert c.subscribe(t("st-1", "acks")) == ["Not authorized"]
+        assert c.publish(t("st-1", "records")) == "Not authorized"
+    assert broker.pid == pid
+
+
+def test_only_the_admin_user_can_change_credentials_and_it_sees_no_traffic(
+    broker: Broker,
+) -> None:
+    create = json.dumps(
+        {"commands": [{"command": "createClient", "username": "evil", "password": "evil"}]}
+    ).encode()
+    for user in ("st-1", SERVER_USER):
+        with connect(broker, user, broker.users[user]) as c:
+            assert c.connack.get(timeout=5) == "Success"
+            assert c.subscribe(RESPONSE_TOPIC) == ["Not authorized"]
+            assert c.publish(CONTROL_TOPIC, create) == "Not authorized"
+    assert connack(broker, "evil", "evil") == "Not authorized"
+    with connect(broker, broker.admin_username, broker.admin_password) as admin:
+        assert admin.connack.get(timeout=5) == "Success"
+        assert admin.subscribe("swabline/#") == ["Not authorized"]
+        assert admin.publish(t("st-1", "acks")) == "Not authorized"
+
+
+def test_stations_connect_over_tls_only_with_the_province_ca(broker: Broker) -> None:
+    ca = str(broker.ca_file)
+    assert connack(broker, "st-5", broker.users["st-5"], tls=True, ca_file=ca) == "Success"
+    # Without our CA (the system's trust store only), the broker's certificate is refused.
+    with (
+        socket.create_connection((broker.host, broker.tls_port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"),
+    ):
+        ssl.create_default_context().wrap_socket(raw, server_hostname=broker.host)
+    # With it, the certificate is accepted for the broker's name and address.
+    ctx = ssl.create_default_context(cafile=ca)
+    for name in ("localhost", "127.0.0.1"):
+        with (
+            socket.create_connection((broker.host, broker.tls_port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    # Plain MQTT on the TLS port gets nowhere.
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set("st-5", broker.users["st-5"])
+    refused: queue.Queue[str] = queue.Queue()
+    client.on_disconnect = lambda *a: refused.put("closed")
+    client.connect(broker.host, broker.tls_port)
+    client.loop_start()
+    try:
+        assert refused.get(timeout=10) == "closed"
+    finally:
+        client.loop_stop()
