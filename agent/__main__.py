@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from agent import __version__
 from agent.clock import SystemClock
@@ -21,8 +21,10 @@ from agent.identity import boot_id
 from agent.mqtt import MqttUplink
 from agent.outbox import TinyDbOutbox
 from agent.ports import Feedback, ScanSource
+from agent.preflight import Prepared, prepare
 from agent.sources import LineScanSource
 from agent.station import RecordEveryScan, Station
+from agent.systemd import SystemdNotifier
 
 log = logging.getLogger("swabline.agent")
 
@@ -124,18 +126,10 @@ def build_feedback(config: StationConfig) -> Feedback:
     return LogFeedback() if feedback.type == "log" else NoFeedback()
 
 
-def read_secret(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise AgentError(f"cannot read mqtt.password_file {path}: {exc.strerror}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        prepared = prepare(config)  # secrets, CA, outbox folder: before anything starts
     except AgentError as exc:
         print(f"swabline agent: {exc}", file=sys.stderr)
         return 2
@@ -143,13 +137,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: OK (station {config.station_id})")
         return 0
     try:
-        return _run_station(config)
+        return _run_station(config, prepared)
     except AgentError as exc:
         log.error("%s", exc)
         return 1
 
 
-def _run_station(config: StationConfig) -> int:
+def _run_station(config: StationConfig, prepared: Prepared) -> int:
     clock = SystemClock()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,7 +155,7 @@ def _run_station(config: StationConfig) -> int:
             host=config.mqtt.host,
             port=config.mqtt.port,
             username=config.mqtt.username or config.station_id,
-            password=read_secret(config.mqtt.password_file),
+            password=prepared.mqtt_password,
             ca_file=str(config.mqtt.ca_file) if config.mqtt.ca_file else None,
             keepalive_s=config.mqtt.keepalive_s,
             max_inflight=config.mqtt.max_inflight,
@@ -169,7 +163,16 @@ def _run_station(config: StationConfig) -> int:
             clock_wall=clock.wall,
             agent_version=__version__,
         )
+        notifier = SystemdNotifier(
+            notify_socket=os.environ.get("NOTIFY_SOCKET"),
+            watchdog_usec=os.environ.get("WATCHDOG_USEC"),
+            status=lambda: (
+                f"{'online' if uplink.connected else 'offline'}, "
+                f"{len(outbox)} records waiting for the server"
+            ),
+        )
         station = Station(
+            on_tick=notifier,
             station_id=config.station_id,
             boot_id=boot_id(),
             sources=build_sources(config),
@@ -185,7 +188,9 @@ def _run_station(config: StationConfig) -> int:
         try:
             station.run(stop)
         finally:
+            notifier.stopping()
             uplink.close()
             feedback.close()
+            notifier.close()
         log.info("station %s stopped (%d records waiting)", config.station_id, len(outbox))
     return 0

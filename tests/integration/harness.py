@@ -121,7 +121,13 @@ class AgentProc:
 
 
 def start_agent(
-    workdir: Path, broker: Broker, station_id: str, *, extra_mqtt: str = "", port: int | None = None
+    workdir: Path,
+    broker: Broker,
+    station_id: str,
+    *,
+    extra_mqtt: str = "",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> AgentProc:
     d = workdir / station_id
     d.mkdir(parents=True, exist_ok=True)
@@ -143,6 +149,6 @@ def start_agent(
             stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env={**_env(), **(env or {})},
         )
     return AgentProc(station_id, proc, outbox, log)
