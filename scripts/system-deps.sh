@@ -2,7 +2,9 @@
 # Installs the Debian/Ubuntu packages Swabline needs, only those missing, with apt-get.
 #   scripts/system-deps.sh demo   -> venv support, mosquitto
 #   scripts/system-deps.sh test   -> also libzbar0 (pyzbar), chromium (browser tests),
-#                                    gcc + Python headers + linux-libc-dev (evdev builds)
+#                                    gcc + Python headers + linux-libc-dev (evdev builds),
+#                                    systemd (systemd-analyze verify, systemctl --root),
+#                                    udev (udevadm test of the scanner rules)
 set -euo pipefail
 PYTHON3=${PYTHON3:-python3}
 want=(mosquitto)
@@ -10,7 +12,7 @@ if ! "$PYTHON3" -c 'import ensurepip, venv' 2>/dev/null; then
   want+=("python3-venv")
 fi
 if [ "${1:-demo}" = test ]; then
-  want+=(libzbar0 chromium linux-libc-dev)
+  want+=(libzbar0 chromium linux-libc-dev systemd udev)
   command -v gcc >/dev/null || want+=(gcc)
   if ! "$PYTHON3" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     want+=(python3-dev)

@@ -110,7 +110,168 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show saved/rejected on the configured LEDs and buzzer",
     )
     p.set_defaults(run=_lazy("agent.scanner_cli:listen"))
+
+    _add_field_commands(sub)
+    _add_admin_commands(sub)
     return parser
+
+
+def _add_field_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="run one ingest worker (no web app)",
+        description="Consume station records into the database, sharing the load with the "
+        "other workers (MQTT 5 shared subscription). 'swabline server' migrates the schema.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="server TOML file")
+    p.add_argument("--worker", default="1", help="worker name, part of its MQTT client id")
+    p.add_argument("--check-config", action="store_true", help="validate the file and exit")
+    p.set_defaults(run=_lazy("server.workers:run_ingest"))
+
+    p = sub.add_parser(
+        "provision",
+        help="enroll this station with the server (token or enrollment card)",
+        description="Enroll this station: get its station id and MQTT credentials from the "
+        "server and write its configuration and secrets (mode 0600, all or nothing). Either "
+        "give --server and --token, or --wait-for-card to read an enrollment card with the "
+        "station's own scanner.",
+    )
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--token", help="enrollment token (with --server)")
+    how.add_argument(
+        "--wait-for-card",
+        action="store_true",
+        help="wait for an enrollment card (SWABLINE:ENROLL:...) on the scanner",
+    )
+    p.add_argument("--server", help="server URL, e.g. https://swabline.example.org")
+    p.add_argument(
+        "--template",
+        type=Path,
+        default=Path("/etc/swabline/station.template.toml"),
+        help="station settings without identity: scanner, feedback, outbox "
+        "(default /etc/swabline/station.template.toml)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("/etc/swabline/station.toml"),
+        help="station configuration to write; secrets go next to it "
+        "(default /etc/swabline/station.toml)",
+    )
+    p.add_argument("--owner", help="user who must read the secrets (the agent's, e.g. swabline)")
+    p.add_argument(
+        "--server-ca", type=Path, help="CA to trust for the server's HTTPS (default: system's)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)"
+    )
+    p.set_defaults(run=_lazy("agent.provision:run"))
+
+    p = sub.add_parser(
+        "selftest",
+        help="check a station: LEDs, buzzer, scanner, broker, server, clock, disk, outbox",
+        description="Run the station's checks, print a pass/fail checklist and show the result "
+        "on the LEDs. Stop the agent first (sudo systemctl stop swabline-agent). Exits 1 when "
+        "a check fails.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="station TOML file")
+    p.add_argument(
+        "--card-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the test card (default 60; 0 skips the scanner step)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds for each network step (default 15)"
+    )
+    p.set_defaults(run=_lazy("agent.selftest:run"))
+
+
+def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = sub.add_parser(
+        "admin",
+        help="province administration: enrollment tokens and cards, stations, broker setup",
+        description="Administration commands run on the central server.",
+    )
+    asub = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+
+    p = asub.add_parser(
+        "enroll-token",
+        help="create a single-use, expiring enrollment token for a facility",
+        description="Create an enrollment token. It is shown once and stored only hashed. "
+        "With --station, the token re-provisions that station: its old credentials are "
+        "revoked when the token is used.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="server TOML file")
+    p.add_argument("--facility", required=True, help="facility code, e.g. hn-cau-giay")
+    p.add_argument("--expires-in", default="2h", help="lifetime: 30m, 2h, 1d (default 2h)")
+    p.add_argument("--station", help="re-provision this existing station id")
+    p.add_argument("--card", type=Path, help="also write a printable enrollment card (HTML)")
+    p.add_argument("--server-url", help="server URL printed on the card (https://...)")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network the station joins (on the card)")
+    p.add_argument("--wifi-password", help="its password (on the card)")
+    p.set_defaults(run=_lazy("server.enrollment_cli:enroll_token"))
+
+    p = asub.add_parser(
+        "enroll-card",
+        help="print an enrollment card (HTML with a QR code) for a token",
+        description="Write a printable enrollment card: a QR code that an unprovisioned "
+        "station's scanner reads (server URL, token, optional Wi-Fi settings).",
+    )
+    p.add_argument("--server-url", required=True, help="server URL (https://...)")
+    p.add_argument("--token", required=True, help="the enrollment token")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network the station joins")
+    p.add_argument("--wifi-password", help="its password")
+    p.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    p.set_defaults(run=_lazy("server.enrollment_cli:enroll_card"))
+
+    p = asub.add_parser(
+        "test-card",
+        help="print the self-test card (HTML with a QR code)",
+        description="Write the card that 'swabline selftest' asks staff to scan.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    p.set_defaults(run=_lazy("server.enrollment_cli:test_card"))
+
+    p = asub.add_parser(
+        "decommission",
+        help="revoke a station: the broker refuses its credentials at once",
+        description="Decommission a station: its broker credentials are deleted (a connected "
+        "session is closed) and its unused enrollment tokens are cancelled.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="server TOML file")
+    p.add_argument("--station", required=True, help="station id")
+    p.set_defaults(run=_lazy("server.enrollment_cli:decommission"))
+
+    p = asub.add_parser(
+        "broker-setup",
+        help="write the production Mosquitto configuration and its first users",
+        description="Write mosquitto.conf (TLS listener for stations, loopback listener for "
+        "the server, dynamic security plugin) and, if absent, the dynamic security file with "
+        "the server's and the broker admin's users, whose passwords go to 0600 files.",
+    )
+    p.add_argument(
+        "--conf-dir", type=Path, default=Path("/etc/swabline/broker"), help="configuration folder"
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/swabline-broker"),
+        help="dynamic security file and persistence (writable by the broker)",
+    )
+    p.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=Path("/etc/swabline"),
+        help="where the server's and the admin's MQTT passwords are written",
+    )
+    p.add_argument("--cert", type=Path, required=True, help="the broker's TLS certificate (PEM)")
+    p.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
+    p.add_argument("--tls-port", type=int, default=8883, help="stations' TLS port (8883)")
+    p.add_argument("--tls-host", default="0.0.0.0", help="address of the TLS listener")
+    p.add_argument("--local-port", type=int, default=1883, help="server's loopback port (1883)")
+    p.add_argument("--plugin", help="path of mosquitto_dynamic_security.so (default: found)")
+    p.set_defaults(run=_lazy("swabline.broker_setup:run"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
