@@ -20,7 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = sorted(p.name for p in (REPO / "systemd").glob("*.service"))
-SYSTEM_UNITS = next(p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir())
+SYSTEM_UNITS = next(
+    p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()
+)
 
 
 def read_unit(name: str) -> configparser.ConfigParser:
