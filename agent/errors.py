@@ -7,7 +7,8 @@ AgentError
 ├── FeedbackError (OSError)         the LEDs or buzzer cannot be driven
 ├── OutboxError (OSError)           the outbox cannot store a record durably
 │   └── OutboxFullError             the outbox reached its capacity; the scan was not saved
-└── UplinkError (ConnectionError)   the broker cannot be reached or refused us
+├── UplinkError (ConnectionError)   the broker cannot be reached or refused us
+└── ProvisionError (RuntimeError)   enrollment was refused or could not be completed
 """
 
 
@@ -41,3 +42,7 @@ class OutboxFullError(OutboxError):
 
 class UplinkError(AgentError, ConnectionError):
     """The broker cannot be reached, or refused the station's credentials."""
+
+
+class ProvisionError(AgentError, RuntimeError):
+    """Enrollment was refused (the reason says why) or its files could not be written."""

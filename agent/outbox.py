@@ -82,6 +82,18 @@ class TinyDbOutbox:
         with self._lock:
             return self._last_seq_locked()
 
+    def ensure_seq_floor(self, seq: int) -> None:
+        """Make the next record's ``seq`` greater than ``seq`` (a re-provisioned station goes on
+        after the records the server already holds for its id)."""
+        with self._lock:
+            if seq > self._last_seq_locked():
+                self._bump_meta("last_seq", seq)
+
+    def station_ids(self) -> set[str]:
+        """The station ids of the records still waiting."""
+        with self._lock:
+            return {str(doc["station_id"]) for doc in self._records.all()}
+
     def next_counter(self, name: str) -> int:
         with self._lock:
             doc: dict[str, Any] = dict(self._meta.get(doc_id=1) or {})

@@ -71,9 +71,7 @@ def check_writable_dir(path: Path, key: str) -> None:
 def prepare(config: StationConfig) -> Prepared:
     """Check and read what the configuration points to; raise ``ConfigError`` naming the key."""
     mqtt = config.mqtt
-    password = (
-        read_secret(mqtt.password_file, "mqtt.password_file") if mqtt.password_file else None
-    )
+    password = read_secret(mqtt.password_file, "mqtt.password_file") if mqtt.password_file else None
     if mqtt.ca_file is not None:
         check_ca_file(mqtt.ca_file, "mqtt.ca_file")
     check_writable_dir(config.outbox.path, "outbox.path")

@@ -45,6 +45,12 @@ def _serve(config: ServerConfig) -> int:
 
     engine = make_engine(config.database.url)
     migrate(engine)
+    routers = []
+    if config.enrollment is not None:
+        from server.enrollment_api import router_from_config
+
+        # Admin routes of enrollment wait for the web app's authentication; the CLI covers them.
+        routers.append(router_from_config(config, engine))
     stop = threading.Event()
     ingest = MqttIngest(
         engine=engine,
@@ -62,7 +68,7 @@ def _serve(config: ServerConfig) -> int:
     log.info("web app on http://%s:%d/", config.http.host, config.http.port)
     try:
         uvicorn.run(
-            create_app(engine),
+            create_app(engine, routers=routers),
             host=config.http.host,
             port=config.http.port,
             log_level="warning",

@@ -49,11 +49,33 @@ class IngestConfig(_Section):
     )
 
 
+class EnrollmentConfig(_Section):
+    broker_host: str = Field(
+        description="Broker address given to enrolling stations (the TLS listener's name)."
+    )
+    broker_port: int = Field(8883, ge=1, le=65535, description="Broker port for stations.")
+    ca_file: Path | None = Field(
+        None, description="The province's CA certificate, handed to stations; unset: no TLS."
+    )
+    broker_admin_username: str = Field(
+        "swabline-admin", description="Broker user allowed on the dynamic security control topic."
+    )
+    broker_admin_password_file: Path = Field(
+        description="File holding the broker admin's password (mode 0600)."
+    )
+    max_token_lifetime_s: int = Field(
+        7 * 24 * 3600, ge=60, description="Longest lifetime an enrollment token may be given."
+    )
+
+
 class ServerConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    enrollment: EnrollmentConfig | None = Field(
+        None, description="Station enrollment; without this section the server enrolls no one."
+    )
 
 
 def load_config(path: Path) -> ServerConfig:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
@@ -42,9 +43,11 @@ class RecordOut(BaseModel):
     received_at: datetime
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """Build the web app on ``engine``."""
+def create_app(engine: Engine, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """Build the web app on ``engine``, with extra ``routers`` (e.g. enrollment)."""
     app = FastAPI(title="Swabline", version=__version__)
+    for router in routers:
+        app.include_router(router)
 
     def stations() -> list[StationOut]:
         with Session(engine) as s:

@@ -152,3 +152,29 @@ def start_agent(
             env={**_env(), **(env or {})},
         )
     return AgentProc(station_id, proc, outbox, log)
+
+
+def mqtt_connack(
+    host: str, port: int, username: str, password: str, *, ca_file: str | None = None
+) -> str:
+    """Connect once and return the broker's CONNACK reason ("Success", "Not authorized", ...)."""
+    import queue
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answers: queue.Queue[str] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    if ca_file:
+        client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.on_connect = lambda _c, _u, _f, rc, _p: answers.put(str(rc))
+    client.reconnect_delay_set(30, 60)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        return answers.get(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
