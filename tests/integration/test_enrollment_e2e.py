@@ -1,0 +1,185 @@
+"""From an enrollment token to a working station and back to a revoked one, with real processes:
+Mosquitto (dynamic security, TLS), the server, `swabline admin`, `swabline provision
+--wait-for-card` reading cards from its scanner, and the agent it configured."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from protocol.cards import EnrollmentCard
+from server.db import make_engine
+from server.enrollment import create_token
+from swabline.broker import Broker
+from tests.integration.harness import _env, mqtt_connack, start_server, wait_for
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def swabline(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """A long-running ``swabline`` process reading stdin, writing ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "swabline", *args],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+
+
+def swabline_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swabline", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+    if proc.stdin:
+        proc.stdin.close()
+
+
+def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
+    tmp_path: Path, broker: Broker, sqlite_url: str
+) -> None:
+    admin_secret = tmp_path / "broker-admin.secret"
+    admin_secret.write_text(broker.admin_password)
+    enrollment = (
+        f'\n[enrollment]\nbroker_host = "127.0.0.1"\nbroker_port = {broker.tls_port}\n'
+        f'ca_file = "{broker.ca_file}"\nbroker_admin_password_file = "{admin_secret}"\n'
+    )
+    server = start_server(tmp_path / "server", broker, sqlite_url, extra=enrollment)
+    conf = tmp_path / "server" / "server.toml"
+    agent = prov = None
+    try:
+        # The admin makes a token and its printable card.
+        card_html = tmp_path / "card.html"
+        made = swabline_run(
+            "admin",
+            "enroll-token",
+            "--config",
+            str(conf),
+            "--facility",
+            "hn-cau-giay",
+            "--expires-in",
+            "2h",
+            "--card",
+            str(card_html),
+            "--server-url",
+            server.url,
+        )
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        assert "single use, enrolls a new station for facility hn-cau-giay" in made.stderr
+        assert stat.S_IMODE(card_html.stat().st_mode) == 0o600 and token in card_html.read_text()
+        expired = create_token(
+            make_engine(sqlite_url),
+            facility="hn-cau-giay",
+            lifetime=timedelta(minutes=5),
+            now=datetime.now(UTC) - timedelta(hours=1),
+        ).token
+
+        # An unprovisioned station waits for a card on its scanner (stdin here).
+        etc, state = tmp_path / "etc", tmp_path / "state"
+        etc.mkdir()
+        template = tmp_path / "station.template.toml"
+        template.write_text(
+            (REPO / "firmware_config/station.template.toml")
+            .read_text()
+            .replace("/var/lib/swabline/outbox.json", str(state / "outbox.json"))
+            .replace("heartbeat_s = 10", "heartbeat_s = 1")
+        )
+        prov_log = tmp_path / "provision.log"
+        prov = swabline(
+            "provision",
+            "--wait-for-card",
+            "--template",
+            str(template),
+            "--out",
+            str(etc / "station.toml"),
+            log=prov_log,
+        )
+        assert prov.stdin is not None
+        for text in (
+            "TUBE-NOT-A-CARD",
+            EnrollmentCard(server.url, expired).encode(),
+            EnrollmentCard(server.url, token).encode(),
+        ):
+            prov.stdin.write(text.encode() + b"\n")
+            prov.stdin.flush()
+        assert prov.wait(timeout=60) == 0, prov_log.read_text()
+        said = prov_log.read_text()
+        assert said.count("signal rejected") == 2 and "signal confirmed" in said
+        assert "not an enrollment card" in said
+        assert "this enrollment token expired on" in said
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in etc.iterdir()}
+        assert files == {"station.toml": 0o600, "mqtt-password": 0o600, "ca.crt": 0o644}
+
+        # The same token again, straight to the API: refused, with the reason.
+        req = urllib.request.Request(
+            server.url + "/api/enroll",
+            data=json.dumps({"token": token}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as reused:
+            urllib.request.urlopen(req, timeout=10)
+        assert reused.value.code == 409
+        assert "already used" in json.loads(reused.value.read())["detail"]
+
+        # The agent runs on what provisioning wrote: TLS to the broker, its own identity.
+        check = swabline_run("agent", "--config", str(etc / "station.toml"), "--check-config")
+        assert check.returncode == 0, check.stderr
+        agent_log = tmp_path / "agent.log"
+        agent = swabline("agent", "--config", str(etc / "station.toml"), log=agent_log)
+        assert agent.stdin is not None
+        agent.stdin.write(b"KG-RG-000123\n")
+        agent.stdin.flush()
+
+        def stored() -> bool:
+            return [r["code"] for r in server.get("/api/records?station_id=hn-cau-giay-01")] == [
+                "KG-RG-000123"
+            ]
+
+        wait_for(stored, 30, "the enrolled station's scan in the database")
+        wait_for(lambda: "condition offline off" in agent_log.read_text(), 10, "online")
+
+        # Decommissioned: the broker closes its session and refuses it from now on.
+        gone = swabline_run(
+            "admin", "decommission", "--config", str(conf), "--station", "hn-cau-giay-01"
+        )
+        assert gone.returncode == 0, gone.stderr
+        wait_for(lambda: "condition offline on" in agent_log.read_text(), 10, "the agent cut off")
+        password = (etc / "mqtt-password").read_text().strip()
+        assert (
+            mqtt_connack(
+                "127.0.0.1",
+                broker.tls_port,
+                "hn-cau-giay-01",
+                password,
+                ca_file=str(etc / "ca.crt"),
+            )
+            == "Not authorized"
+        )
+    finally:
+        for proc in (agent, prov):
+            if proc is not None:
+                stop(proc)
+        server.stop()
