@@ -18,6 +18,7 @@ from agent.config import StationConfig, load_config
 from agent.errors import AgentError
 from agent.feedback import LogFeedback, NoFeedback
 from agent.identity import boot_id
+from agent.lock import outbox_lock
 from agent.mqtt import MqttUplink
 from agent.outbox import TinyDbOutbox
 from agent.ports import Feedback, ScanSource
@@ -149,7 +150,10 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     feedback = build_feedback(config)
-    with TinyDbOutbox(config.outbox.path, capacity=config.outbox.capacity) as outbox:
+    with (
+        outbox_lock(config.outbox.path),
+        TinyDbOutbox(config.outbox.path, capacity=config.outbox.capacity) as outbox,
+    ):
         uplink = MqttUplink(
             station_id=config.station_id,
             host=config.mqtt.host,

@@ -16,6 +16,7 @@ Kinds (``Record.kind``):
 - ``result``: an on-site (rapid antigen) result entered at the station. ``OnSiteResult``.
 - ``scan_rejected``: a scan was refused; the reason only, never the person's data.
   ``ScanRejected``.
+- ``selftest``: ``swabline selftest`` timed the round trip to the server with it. ``SelfTest``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ class Scan(_Data):
     """``scan`` records carry nothing in ``data``."""
 
 
+class SelfTest(_Data):
+    """The checks a self-test passed or failed before it sent this record (name -> passed)."""
+
+    checks: dict[str, bool] = Field(default_factory=dict)
+
+
 DATA_MODELS: dict[str, type[_Data]] = {
     "scan": Scan,
     "sign_in": SignIn,
@@ -122,4 +129,5 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "undo": Undo,
     "result": OnSiteResult,
     "scan_rejected": ScanRejected,
+    "selftest": SelfTest,
 }
