@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -17,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from server.broker_admin import CONTROL_TOPIC, RESPONSE_TOPIC
-from swabline.broker import SERVER_USER, Broker
+from swabline.broker import DYNSEC_ENV, SERVER_USER, Broker, BrokerError, dynsec_plugin
 from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -255,3 +256,23 @@ def test_stations_connect_over_tls_only_with_the_province_ca(broker: Broker) -> 
         assert refused.get(timeout=10) == "closed"
     finally:
         client.loop_stop()
+
+
+def test_stations_enrolled_while_running_survive_a_broker_restart(tmp_path: Path) -> None:
+    with Broker(tmp_path / "b", users={SERVER_USER: "server-password"}) as b:
+        b.add_user("st-late", "late-password")
+        b.stop()
+        b.start()
+        assert connack(b, "st-late", "late-password") == "Success"
+        assert connack(b, SERVER_USER, "server-password") == "Success"
+
+
+def test_the_dynsec_plugin_is_found_or_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    found = dynsec_plugin()
+    assert found.endswith("mosquitto_dynamic_security.so") and Path(found).is_file()
+    monkeypatch.setenv(DYNSEC_ENV, str(tmp_path / "nope.so"))
+    with pytest.raises(BrokerError, match=r"nope\.so does not exist"):
+        dynsec_plugin()
+    assert dynsec_plugin(found) == found  # an explicit path wins over the environment
