@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from agent import __version__
 from agent.clock import SystemClock

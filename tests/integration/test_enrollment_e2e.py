@@ -22,7 +22,6 @@ from swabline.broker import Broker
 from tests.integration.harness import _env, mqtt_connack, start_server, wait_for
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 def swabline(*args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -100,11 +99,9 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
         etc, state = tmp_path / "etc", tmp_path / "state"
         etc.mkdir()
         template = tmp_path / "station.template.toml"
-        template.write_text(
-            (REPO / "firmware_config/station.template.toml")
-            .read_text()
-            .replace("/var/lib/swabline/outbox.json", str(state / "outbox.json"))
-            .replace("heartbeat_s = 10", "heartbeat_s = 1")
+        template.write_text(  # the image's template, reading "the scanner" from stdin
+            '[mqtt]\nheartbeat_s = 1\n\n[scanner]\ntype = "stdin"\n\n'
+            f'[outbox]\npath = "{state / "outbox.json"}"\n\n[feedback]\ntype = "log"\n'
         )
         prov_log = tmp_path / "provision.log"
         prov = swabline(
