@@ -615,6 +615,7 @@ class MqttIngest:
         c.add("records_invalid", stored.invalid)
         c.add("rejected", stored.rejected)
         c.add("stale_deaths", stored.stale_deaths)
+        c.add("statuses", sum(1 for m in batch if m.topic.endswith("/status")))
         self.totals.merge(
             Stored(
                 inserted=stored.inserted,
