@@ -1,29 +1,177 @@
-"""The central database schema (SQLAlchemy 2). Changes go through Alembic migrations."""
+"""The central database schema (SQLAlchemy 2). Changes go through Alembic migrations.
+
+Three groups of tables:
+
+- **What stations sent**, exactly as received: ``records`` (the append-only event log, one row
+  per ``record_id``), ``rejected_messages`` (everything that failed validation, with the reason),
+  ``stations`` (each station as last heard of, plus its registry data).
+- **What the records mean**, projected from ``records`` by ingest in the same transaction as the
+  raw insert (see ``server/projection.py``): ``persons``, ``tubes``, ``pool_members`` (tube <->
+  persons, with position and undo state), ``pool_undos``, ``staff``, ``sample_events`` (the
+  sample lifecycle: collected, shipped, received_at_lab, resulted) and ``results`` (corrections
+  keep the earlier values).
+- **Who may see and change what**: ``organisations`` (province -> districts -> facilities, as a
+  materialised path), ``users``, ``user_roles`` (a role at an organisation node),
+  ``auth_tokens`` (web sessions and API tokens, stored as hashes), ``login_attempts`` and the
+  ``audit_log`` (who, when, what, before, after).
+
+Every timestamp is timezone-aware UTC (``UtcDateTime``), on SQLite too.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import enum
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always returned timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit ids on PostgreSQL; SQLite only auto-increments ``INTEGER PRIMARY KEY``."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {datetime: UtcDateTime}  # noqa: RUF012
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk (executemany) statements without ORM bookkeeping."""
+    return cast(Table, model.__table__)
+
+
+# --- enumerations (stored as strings; the check lists live in the migration too) -----------
+
+
+class OrgKind(enum.StrEnum):
+    PROVINCE = "province"
+    DISTRICT = "district"
+    FACILITY = "facility"
+
+
+class FacilityKind(enum.StrEnum):
+    SAMPLING = "sampling"
+    LAB = "lab"
+    BOTH = "both"
+
+
+class Role(enum.StrEnum):
+    """What a user may do, at an organisation node and everything below it."""
+
+    PROVINCIAL_ADMIN = "provincial_admin"
+    """Everything in scope: organisations, users, stations, data."""
+    FACILITY_MANAGER = "facility_manager"
+    """Users and stations of their facilities; reads all data in scope."""
+    SAMPLING_STAFF = "sampling_staff"
+    """Reads persons, tubes, pools and samples in scope."""
+    LAB_STAFF = "lab_staff"
+    """Reads tubes and samples in scope; enters results (lab reception and results)."""
+    OPS = "ops"
+    """Station fleet: status, health, remote commands."""
+    TECHNICIAN = "technician"
+    """Stations: register, edit, deactivate (provisioning)."""
+
+
+class SampleStage(enum.StrEnum):
+    """The sample lifecycle, in order. ``tubes.status`` holds the furthest stage reached."""
+
+    OPEN = "open"
+    COLLECTED = "collected"
+    SHIPPED = "shipped"
+    RECEIVED_AT_LAB = "received_at_lab"
+    RESULTED = "resulted"
+
+
+STAGE_RANK = {stage: rank for rank, stage in enumerate(SampleStage)}
+
+
+class TokenKind(enum.StrEnum):
+    SESSION = "session"
+    """A web session (cookie), short-lived, with a CSRF token."""
+    API = "api"
+    """A bearer token for scripts, named, long-lived, revocable."""
+
+
+# --- organisations and the station registry --------------------------------------------------
+
+
+class Organisation(Base):
+    """A node of the organisation tree: a province, a district or a facility.
+
+    ``path`` is the materialised path of ids (``/1/4/9/``): a node's subtree is every row whose
+    path starts with the node's path, which is how every query is scoped to a caller.
+    """
+
+    __tablename__ = "organisations"
+    __table_args__ = (
+        CheckConstraint("kind IN ('province', 'district', 'facility')", name="ck_org_kind"),
+        CheckConstraint(
+            "(kind = 'facility' AND facility_kind IN ('sampling', 'lab', 'both')) OR "
+            "(kind <> 'facility' AND facility_kind IS NULL)",
+            name="ck_org_facility_kind",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    facility_kind: Mapped[str | None] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(512), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StationRow(Base):
-    """A station as last heard of."""
+    """A station: registry data (facility, name, active) and what it last said about itself.
+
+    Stations that publish before anyone registered them are created by ingest with no facility;
+    only users scoped at a root (province) node see those.
+    """
 
     __tablename__ = "stations"
 
@@ -31,15 +179,26 @@ class StationRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     bd_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
     agent_version: Mapped[str | None] = mapped_column(String(32))
-    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime | None] = mapped_column()
     max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     outbox_depth: Mapped[int | None] = mapped_column(Integer)
     heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Added by 0002: the registry.
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    record_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    first_seen_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+
+
+# --- the raw log --------------------------------------------------------------------------------
 
 
 class RecordRow(Base):
-    """A record exactly as the station sent it, stored once per ``record_id``."""
+    """A record exactly as the station sent it, stored once per ``record_id``. Never updated."""
 
     __tablename__ = "records"
     __table_args__ = (UniqueConstraint("station_id", "seq", name="uq_records_station_seq"),)
@@ -48,24 +207,313 @@ class RecordRow(Base):
     station_id: Mapped[str] = mapped_column(String(63), index=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     boot_id: Mapped[str] = mapped_column(String(64))
-    wall_time: Mapped[float]
+    wall_time: Mapped[float] = mapped_column(Float)
     mono_ns: Mapped[int] = mapped_column(BigInteger)
     clock_synced: Mapped[bool]
     kind: Mapped[str] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class RejectedMessage(Base):
-    """A message that failed validation, kept for inspection (payload cut at 64 KiB)."""
+    """A message that failed validation, kept for inspection (payload cut at 64 KiB).
+
+    ``record_id`` and ``seq`` are filled when the envelope was a valid record whose ``kind`` or
+    ``data`` was not (such records are acknowledged, so the station stops resending them, and
+    kept here instead of ``records``).
+    """
 
     __tablename__ = "rejected_messages"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
     topic: Mapped[str] = mapped_column(String(255))
     station_id: Mapped[str | None] = mapped_column(String(63))
     reason: Mapped[str] = mapped_column(String(500))
     size: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # Added by 0002.
+    record_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# --- what the records mean ----------------------------------------------------------------------
+
+
+class Staff(Base):
+    """Sampling staff as known from badge sign-ins (``sign_in`` records) or created by a manager."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    staff_code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    first_seen_at: Mapped[datetime | None] = mapped_column()
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+    last_station_id: Mapped[str | None] = mapped_column(String(63))
+
+
+class Person(Base):
+    """A person, keyed by ``key_type`` + ``key`` (CCCD number, QR-platform QID, other document).
+
+    The identifying fields are as scanned; a later scan fills fields that were empty and replaces
+    a name that came through a keyboard-mode scanner (``name_reliable`` false) with a reliable one.
+    """
+
+    __tablename__ = "persons"
+    __table_args__ = (
+        UniqueConstraint("key_type", "key", name="uq_persons_key"),
+        CheckConstraint("key_type IN ('cccd', 'qid', 'document')", name="ck_person_key_type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key_type: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    name_reliable: Mapped[bool] = mapped_column(Boolean, default=True)
+    birth_date: Mapped[str | None] = mapped_column(String(10))
+    sex: Mapped[str | None] = mapped_column(String(8))
+    address: Mapped[str | None] = mapped_column(String(300))
+    document_number: Mapped[str | None] = mapped_column(String(32))
+    old_id: Mapped[str | None] = mapped_column(String(16))
+    issue_date: Mapped[str | None] = mapped_column(String(10))
+    ext: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Tube(Base):
+    """A sample tube (one sample: one person, or a pool). ``code`` is the printed barcode.
+
+    A row may be created by any record naming the tube (records of one station can arrive out of
+    order across ingest workers); ``opened_record_id`` is set by its ``tube_opened``.
+    ``open_count`` > 1 means the same label was opened more than once (a reused or duplicated
+    label): the lab cannot tell such tubes apart, so it is shown as an anomaly.
+    ``status`` is the furthest ``SampleStage`` reached; ``result`` the current result.
+    ``facility_id`` is the sampling facility (the station's at opening), ``lab_id`` the lab that
+    received it.
+    """
+
+    __tablename__ = "tubes"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('open', 'collected', 'shipped', 'received_at_lab', 'resulted')",
+            name="ck_tube_status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    station_id: Mapped[str | None] = mapped_column(ForeignKey("stations.station_id"), index=True)
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    lab_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    test_kind: Mapped[str | None] = mapped_column(String(16))
+    mode: Mapped[str | None] = mapped_column(String(8))
+    pool_size: Mapped[int | None] = mapped_column(Integer)
+    staff_code: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default=SampleStage.OPEN.value, index=True)
+    result: Mapped[str | None] = mapped_column(String(16), index=True)
+    open_count: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(index=True)
+    opened_record_id: Mapped[str | None] = mapped_column(String(36))
+    closed_at: Mapped[datetime | None] = mapped_column()
+    closed_record_id: Mapped[str | None] = mapped_column(String(36))
+    close_reason: Mapped[str | None] = mapped_column(String(16))
+    persons_at_close: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolMember(Base):
+    """A person in a tube's pool, from one ``person_added`` record (``station_id``, ``seq``).
+
+    Undoing never deletes: ``undone_at`` and ``undo_record_id`` are set. A person currently in
+    the pool is a row with ``undone_at IS NULL``.
+    """
+
+    __tablename__ = "pool_members"
+    __table_args__ = (UniqueConstraint("station_id", "seq", name="uq_pool_members_station_seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tube_id: Mapped[int] = mapped_column(ForeignKey("tubes.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    record_id: Mapped[str] = mapped_column(String(36), unique=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    retest: Mapped[bool] = mapped_column(Boolean, default=False)
+    staff_code: Mapped[str | None] = mapped_column(String(64))
+    added_at: Mapped[datetime] = mapped_column()
+    undone_at: Mapped[datetime | None] = mapped_column()
+    undo_record_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class PoolUndo(Base):
+    """An ``undo`` record, kept by the ``seq`` it takes back, so that an undo which arrives before
+    its ``person_added`` (another ingest worker, a resend) still applies when that one lands."""
+
+    __tablename__ = "pool_undos"
+
+    station_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    undone_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    undo_record_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tube_code: Mapped[str] = mapped_column(String(64))
+    person_key: Mapped[str] = mapped_column(String(64))
+    undone_at: Mapped[datetime] = mapped_column()
+
+
+class SampleEvent(Base):
+    """One step of a sample's lifecycle: collected, shipped, received_at_lab, resulted.
+
+    ``at`` is when it happened (the station's clock when it was synchronised, else the time the
+    server received the record); ``recorded_at`` when the server stored it. Events from stations
+    carry ``station_id`` and ``record_id``; events entered in the web UI carry ``user_id``.
+    """
+
+    __tablename__ = "sample_events"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('collected', 'shipped', 'received_at_lab', 'resulted')",
+            name="ck_sample_event_kind",
+        ),
+        UniqueConstraint("record_id", "kind", name="uq_sample_events_record_kind"),
+        Index("ix_sample_events_kind_at", "kind", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tube_id: Mapped[int] = mapped_column(ForeignKey("tubes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    station_id: Mapped[str | None] = mapped_column(String(63))
+    record_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Result(Base):
+    """A result for a tube. Never updated in place except to mark it superseded: a correction is
+    a new row whose ``supersedes_id`` names the earlier one, with a reason. The current result
+    of a tube is its row with ``superseded_at IS NULL`` (mirrored in ``tubes.result``)."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        CheckConstraint("value IN ('positive', 'negative', 'invalid')", name="ck_result_value"),
+        CheckConstraint("source IN ('station', 'lab', 'import')", name="ck_result_source"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tube_id: Mapped[int] = mapped_column(ForeignKey("tubes.id"), index=True)
+    value: Mapped[str] = mapped_column(String(16))
+    test_kind: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    station_id: Mapped[str | None] = mapped_column(String(63))
+    record_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    entered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reported_at: Mapped[datetime] = mapped_column(index=True)
+    entered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"))
+    superseded_at: Mapped[datetime | None] = mapped_column()
+    correction_reason: Mapped[str | None] = mapped_column(Text)
+
+
+# --- accounts, sessions, audit ------------------------------------------------------------------
+
+
+class User(Base):
+    """A login account. ``username`` is stored lower-case; the password as an argon2 hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    locale: Mapped[str] = mapped_column(String(5), default="vi")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserRole(Base):
+    """A role granted to a user at an organisation node: it covers the node's whole subtree."""
+
+    __tablename__ = "user_roles"
+    __table_args__ = (
+        UniqueConstraint("user_id", "role", "organisation_id", name="uq_user_roles"),
+        CheckConstraint(
+            "role IN ('provincial_admin', 'facility_manager', 'sampling_staff', 'lab_staff', "
+            "'ops', 'technician')",
+            name="ck_user_role",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthToken(Base):
+    """A web session or an API token. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "auth_tokens"
+    __table_args__ = (CheckConstraint("kind IN ('session', 'api')", name="ck_token_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    csrf_token: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginAttempt(Base):
+    """Every login attempt: the rate limiter counts recent failures per username and address."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_addr_at", "remote_addr", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column()
+    username: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class AuditEntry(Base):
+    """One write: who (``user_id``/``actor``), when, what (``action`` on ``object_type`` /
+    ``object_id``), and the object ``before`` and ``after`` (JSON; null when created/removed).
+    ``organisation_id`` is the node the object belongs to, so the log itself can be scoped."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))

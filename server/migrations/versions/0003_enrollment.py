@@ -1,18 +1,15 @@
 """Enrollment tokens and enrolled stations.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-26
-
-Written on the issue-8 branch, next to 0001; the data model's 0002 is being written at the same
-time: when both are merged, this revision's down_revision becomes "0002".
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
