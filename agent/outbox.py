@@ -48,6 +48,7 @@ class TinyDbOutbox:
         self._records = self._db.table(_RECORDS, cache_size=0)
         self._meta = self._db.table(_META, cache_size=0)
         self._history = self._db.table(_HISTORY, cache_size=0)
+        self._history_seqs = {doc.doc_id for doc in self._history.all()}
         self._seq_by_id: dict[str, int] = {
             str(doc["record_id"]): doc.doc_id for doc in self._records.all()
         }
@@ -100,15 +101,16 @@ class TinyDbOutbox:
 
     def remember(self, records: Iterable[Record]) -> None:
         with self._lock:
-            new = [r for r in records if not self._history.contains(doc_id=r.seq)]
+            new = {r.seq: r for r in records if r.seq not in self._history_seqs}
             if not new:
                 return
             try:
                 self._history.insert_multiple(
-                    Document(r.model_dump(mode="json"), doc_id=r.seq) for r in new
+                    Document(r.model_dump(mode="json"), doc_id=seq) for seq, r in new.items()
                 )
             except (OSError, ValueError) as exc:
                 raise OutboxError(f"cannot keep session history: {exc}") from exc
+            self._history_seqs.update(new)
 
     def remembered(self) -> list[Record]:
         with self._lock:
@@ -117,13 +119,14 @@ class TinyDbOutbox:
 
     def forget(self, seqs: Iterable[int]) -> None:
         with self._lock:
-            ids = [s for s in set(seqs) if self._history.contains(doc_id=s)]
+            ids = self._history_seqs.intersection(seqs)
             if not ids:
                 return
             try:
                 self._history.remove(doc_ids=ids)
             except (OSError, ValueError) as exc:
                 raise OutboxError(f"cannot prune session history: {exc}") from exc
+            self._history_seqs -= ids
 
     def close(self) -> None:
         with self._lock:

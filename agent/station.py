@@ -242,15 +242,18 @@ class Station:
             failed = True
         # The session follows what was really stored, even when that is only part of it.
         self._workflow.stored(records)
+        self._feedback.signal(Signal.STORAGE_FULL if failed else decision.signal)
+        if self._uplink.connected:
+            self._publish(records)
+        # The signal promises the outbox, not the history: keep the history after it, so
+        # staff never wait for it. It only has to be written before an acknowledgement can
+        # take these records out of the outbox, which happens on this thread, later.
         if self._history is not None and records:
             try:
                 self._remember(records)
             except OutboxError:
                 log.exception("cannot keep the session history")
-                failed = True
-        self._feedback.signal(Signal.STORAGE_FULL if failed else decision.signal)
-        if self._uplink.connected:
-            self._publish(records)
+                self._feedback.signal(Signal.STORAGE_FULL)
 
     def _remember(self, records: Sequence[Record]) -> None:
         assert self._history is not None
