@@ -156,6 +156,7 @@ class Station:
         by_seq = {r.seq: r for r in kept}
         by_seq.update((r.seq, r) for r in self._outbox.pending())
         self._workflow.restore(sorted(by_seq.values(), key=lambda r: r.seq))
+        log.info("session restored from %d records (%d kept in history)", len(by_seq), len(kept))
         if self._history is not None:
             self._prune_history(kept)
 
