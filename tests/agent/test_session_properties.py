@@ -179,6 +179,12 @@ def test_generated_scan_sequences_keep_every_invariant(
             history = {r.seq: r for r in workflow.retain(history.values())}
 
     live = workflow.session()
+    # every person added and not taken back belongs to exactly one tube
+    undone = {r.data["undone_seq"] for r in d.records if r.kind == "undo"}
+    for r in d.records:
+        if r.kind == "person_added" and r.seq not in undone:
+            owners = [name for name, t in projection.tubes.items() if r.seq in t.persons]
+            assert owners == [r.data["tube"]]
     # the server's projection agrees with the station
     assert set(projection.tubes) == live.used_tubes
     if projection.open_tube is None:
