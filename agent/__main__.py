@@ -22,8 +22,9 @@ from agent.identity import boot_id
 from agent.lock import outbox_lock
 from agent.mqtt import MqttUplink
 from agent.outbox import TinyDbOutbox
-from agent.ports import Feedback, ScanSource
+from agent.ports import Clock, Feedback, ScanSource, Workflow
 from agent.preflight import Prepared, prepare
+from agent.session import SamplingWorkflow, WorkflowSettings
 from agent.sources import LineScanSource
 from agent.station import RecordEveryScan, Station
 from agent.systemd import SystemdNotifier
@@ -106,6 +107,17 @@ def build_sources(config: StationConfig) -> list[ScanSource]:
     raise AgentError(f"scanner.type {scanner.type!r} is not supported")
 
 
+def build_workflow(config: StationConfig, clock: Clock) -> Workflow:
+    """The sampling workflow of ``[workflow]``; without it, raw scan recording (development)."""
+    if config.workflow is None:
+        log.warning(
+            "no [workflow] in the configuration: every scan is stored as a raw 'scan' record, "
+            "without pairing checks (development only)"
+        )
+        return RecordEveryScan()
+    return SamplingWorkflow(WorkflowSettings.from_config(config.workflow), now=clock.wall)
+
+
 def build_feedback(config: StationConfig) -> Feedback:
     feedback = config.feedback
     if feedback.type == "gpio":
@@ -181,13 +193,14 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
             station_id=config.station_id,
             boot_id=boot_id(),
             sources=build_sources(config),
-            workflow=RecordEveryScan(),
+            workflow=build_workflow(config, clock),
             outbox=outbox,
             uplink=uplink,
             feedback=feedback,
             clock=clock,
             heartbeat_s=config.mqtt.heartbeat_s,
             resend_after_s=config.mqtt.resend_after_s,
+            history=outbox,
         )
         log.info("station %s starting (%d records waiting)", config.station_id, len(outbox))
         try:

@@ -6,6 +6,7 @@ See ``firmware_config/station.example.toml`` for an annotated example; a test ke
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -225,6 +227,65 @@ AnyFeedbackConfig = Annotated[
 ]
 
 
+PersonFormatName = Literal["cccd", "health_qr"]
+_PERSON_FORMATS: tuple[PersonFormatName, ...] = ("cccd", "health_qr")
+
+
+class WorkflowConfig(_Section):
+    """The sampling workflow (tubes, pools, persons); see ``docs/workflow.md``."""
+
+    tube_patterns: list[str] = Field(
+        min_length=1,
+        description="Regular expressions a whole tube barcode must match (no built-in default: "
+        "tube labels differ per province and lab).",
+    )
+    mode: Literal["pool", "single"] = Field(
+        "pool", description="Mode of new tubes until staff scan a mode card."
+    )
+    pool_size: int = Field(
+        10, ge=1, le=50, description="Persons per pooled tube until staff scan a pool-size card."
+    )
+    test_kind: Literal["rt_pcr", "rapid_antigen"] = Field(
+        "rt_pcr", description="Test kind of new tubes until staff scan a test-kind card."
+    )
+    retest_window_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="The same person sampled again at this station within this many seconds "
+        "is recorded with a warning; 0 turns the warning off.",
+    )
+    person_formats: list[PersonFormatName] = Field(
+        default_factory=lambda: list(_PERSON_FORMATS),
+        min_length=1,
+        description="Person QR formats accepted: 'cccd' (citizen ID card), 'health_qr' "
+        "(unified health QR v1.1).",
+    )
+    cccd_strict_province: bool = Field(
+        True,
+        description="Refuse CCCD numbers that do not start with a Vietnamese province code "
+        "(turn off where citizens whose birth was registered abroad are sampled).",
+    )
+    require_staff: bool = Field(
+        False, description="Refuse tubes and persons until a staff badge has been scanned."
+    )
+
+    @field_validator("tube_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for i, pattern in enumerate(patterns):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {i + 1} {pattern!r} is not a regular expression: {exc}"
+                ) from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"pattern {i + 1} {pattern!r} matches an empty code")
+            if compiled.fullmatch("SWABLINE:CMD:CLOSE"):
+                raise ValueError(f"pattern {i + 1} {pattern!r} matches command cards")
+        return patterns
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -233,6 +294,11 @@ class StationConfig(_Section):
     scanner: ScannerConfig = Field(description="Where scans come from.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     feedback: AnyFeedbackConfig = Field(default_factory=FeedbackConfig)
+    workflow: WorkflowConfig | None = Field(
+        None,
+        description="The sampling workflow; without it every scan is stored as a raw 'scan' "
+        "record (development only).",
+    )
 
 
 def parse_config(text: str, *, source: str = "<config>") -> StationConfig:

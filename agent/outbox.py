@@ -16,6 +16,7 @@ from protocol import Record
 
 _RECORDS = "records"
 _META = "meta"
+_HISTORY = "history"
 
 
 class TinyDbOutbox:
@@ -46,6 +47,8 @@ class TinyDbOutbox:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
         self._records = self._db.table(_RECORDS, cache_size=0)
         self._meta = self._db.table(_META, cache_size=0)
+        self._history = self._db.table(_HISTORY, cache_size=0)
+        self._history_seqs = {doc.doc_id for doc in self._history.all()}
         self._seq_by_id: dict[str, int] = {
             str(doc["record_id"]): doc.doc_id for doc in self._records.all()
         }
@@ -104,6 +107,38 @@ class TinyDbOutbox:
     def __len__(self) -> int:
         with self._lock:
             return len(self._seq_by_id)
+
+    # SessionHistory: copies of the records the workflow needs after a restart (a separate
+    # table; document id = seq). Acknowledging never touches it.
+
+    def remember(self, records: Iterable[Record]) -> None:
+        with self._lock:
+            new = {r.seq: r for r in records if r.seq not in self._history_seqs}
+            if not new:
+                return
+            try:
+                self._history.insert_multiple(
+                    Document(r.model_dump(mode="json"), doc_id=seq) for seq, r in new.items()
+                )
+            except (OSError, ValueError) as exc:
+                raise OutboxError(f"cannot keep session history: {exc}") from exc
+            self._history_seqs.update(new)
+
+    def remembered(self) -> list[Record]:
+        with self._lock:
+            docs = sorted(self._history.all(), key=lambda d: d.doc_id)
+        return [Record.model_validate(dict(d)) for d in docs]
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        with self._lock:
+            ids = self._history_seqs.intersection(seqs)
+            if not ids:
+                return
+            try:
+                self._history.remove(doc_ids=ids)
+            except (OSError, ValueError) as exc:
+                raise OutboxError(f"cannot prune session history: {exc}") from exc
+            self._history_seqs -= ids
 
     def close(self) -> None:
         with self._lock:

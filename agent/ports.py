@@ -225,3 +225,34 @@ class Workflow(Protocol):
     def restore(self, records: Iterable[Record]) -> None:
         """Rebuild the session from records already stored (after a restart)."""
         ...
+
+    def stored(self, records: Sequence[Record]) -> None:
+        """The entries of the last decision were stored as ``records``: update the session.
+
+        Called after every ``decide``; when storing failed part-way, ``records`` holds only
+        those that were stored (possibly none), so the session never runs ahead of the outbox.
+        """
+        ...
+
+    def retain(self, records: Iterable[Record]) -> list[Record]:
+        """Of these stored records, those ``restore`` needs to rebuild the present session once
+        the outbox has forgotten them (acknowledged), reduced to what it needs: no personal data
+        beyond a person's key. The station keeps them in its ``SessionHistory``."""
+        ...
+
+
+class SessionHistory(Protocol):
+    """Durable copies of the records a workflow needs after a restart, kept apart from the
+    outbox because acknowledged records leave the outbox. Records are keyed by ``seq``."""
+
+    def remember(self, records: Iterable[Record]) -> None:
+        """Store copies of ``records`` durably (a seq already kept is left as it is)."""
+        ...
+
+    def remembered(self) -> list[Record]:
+        """Every record kept, in sequence order."""
+        ...
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Drop the records with these sequence numbers."""
+        ...

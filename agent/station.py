@@ -28,6 +28,7 @@ from agent.ports import (
     Scan,
     ScannerState,
     ScanSource,
+    SessionHistory,
     Signal,
     SourceEvent,
     Uplink,
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 StationEvent = SourceEvent | UplinkEvent
 
+_PRUNE_HISTORY_EVERY = 500
+"""Records remembered between two prunings of the session history."""
+
 
 class RecordEveryScan:
     """The simplest workflow: every accepted scan is stored as a ``scan`` record."""
@@ -51,6 +55,12 @@ class RecordEveryScan:
 
     def restore(self, records: Iterable[Record]) -> None:
         pass  # keeps no state
+
+    def stored(self, records: Sequence[Record]) -> None:
+        pass
+
+    def retain(self, records: Iterable[Record]) -> list[Record]:
+        return []
 
 
 class Station:
@@ -70,6 +80,9 @@ class Station:
         resend_after_s: a record published but not acknowledged after this long is sent again
             (the broker drops messages nobody was subscribed to; the server may have died
             before committing).
+        history: where copies of the records the workflow needs after a restart are kept
+            (``Workflow.retain``), since acknowledged records leave the outbox. Without it the
+            workflow is restored from unacknowledged records only.
     """
 
     def __init__(
@@ -87,6 +100,7 @@ class Station:
         tick_s: float = 1.0,
         heartbeat_s: float = 10.0,
         resend_after_s: float = 30.0,
+        history: SessionHistory | None = None,
     ) -> None:
         self.station_id = station_id
         self.boot_id = boot_id
@@ -105,6 +119,8 @@ class Station:
         self._started_ns = clock.monotonic_ns()
         self._last_heartbeat_ns: int | None = None
         self._sent_ns: dict[str, int] = {}  # record id -> when last published, this connection
+        self._history = history
+        self._remembered = 0  # records remembered since the history was last pruned
         self.saved = 0
         self.confirmed = 0
 
@@ -114,7 +130,7 @@ class Station:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
-        self._workflow.restore(self._outbox.pending())
+        self.restore()
         self._feedback.set_condition(Condition.OFFLINE, True)
         for source in self._sources:
             threading.Thread(
@@ -132,6 +148,28 @@ class Station:
             if event is not None:
                 self.handle(event)
             self.tick()
+
+    def restore(self) -> None:
+        """Rebuild the workflow's session from the history and the outbox, then prune the
+        history to what the workflow still needs (called by ``run``; public for tests)."""
+        kept = self._history.remembered() if self._history is not None else []
+        by_seq = {r.seq: r for r in kept}
+        by_seq.update((r.seq, r) for r in self._outbox.pending())
+        self._workflow.restore(sorted(by_seq.values(), key=lambda r: r.seq))
+        log.info("session restored from %d records (%d kept in history)", len(by_seq), len(kept))
+        if self._history is not None:
+            self._prune_history(kept)
+
+    def _prune_history(self, kept: Sequence[Record]) -> None:
+        assert self._history is not None
+        needed = {r.seq for r in self._workflow.retain(kept)}
+        stale = [r.seq for r in kept if r.seq not in needed]
+        self._remembered = 0
+        if stale:
+            try:
+                self._history.forget(stale)
+            except OutboxError:  # only space is lost; the next pruning tries again
+                log.exception("cannot prune the session history")
 
     def tick(self) -> None:
         """Periodic work: heartbeat, resending overdue records, the caller's hook."""
@@ -186,19 +224,46 @@ class Station:
 
     def _on_scan(self, scan: Scan) -> None:
         decision = self._workflow.decide(scan)
+        records: list[Record] = []
+        failed = False
         try:
-            records = [self._store(entry) for entry in decision.entries]
+            for entry in decision.entries:
+                records.append(self._store(entry))
         except OutboxFullError:
-            log.error("outbox full: scan %r refused", scan.text[:40])
-            self._feedback.signal(Signal.STORAGE_FULL)
-            return
+            log.error(
+                "outbox full: scan refused (%d of %d records stored)",
+                len(records),
+                len(decision.entries),
+            )
+            failed = True
         except OutboxError:
-            log.exception("cannot save scan %r", scan.text[:40])
-            self._feedback.signal(Signal.STORAGE_FULL)
-            return
-        self._feedback.signal(decision.signal)
+            log.exception(
+                "cannot save a scan (%d of %d records stored)", len(records), len(decision.entries)
+            )
+            failed = True
+        # The session follows what was really stored, even when that is only part of it.
+        self._workflow.stored(records)
+        self._feedback.signal(Signal.STORAGE_FULL if failed else decision.signal)
         if self._uplink.connected:
             self._publish(records)
+        # The signal promises the outbox, not the history: keep the history after it, so
+        # staff never wait for it. It only has to be written before an acknowledgement can
+        # take these records out of the outbox, which happens on this thread, later.
+        if self._history is not None and records:
+            try:
+                self._remember(records)
+            except OutboxError:
+                log.exception("cannot keep the session history")
+                self._feedback.signal(Signal.STORAGE_FULL)
+
+    def _remember(self, records: Sequence[Record]) -> None:
+        assert self._history is not None
+        keep = self._workflow.retain(records)
+        if keep:
+            self._history.remember(keep)
+            self._remembered += len(keep)
+        if self._remembered >= _PRUNE_HISTORY_EVERY:
+            self._prune_history(self._history.remembered())
 
     def _store(self, entry: Entry) -> Record:
         self._seq += 1

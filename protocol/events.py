@@ -12,7 +12,8 @@ Kinds (``Record.kind``):
 - ``tube_opened``: a tube was scanned and opened. ``TubeOpened``; ``code`` = tube barcode.
 - ``person_added``: a person was added to the open tube. ``PersonAdded``; ``code`` = raw QR.
 - ``pool_closed``: the open tube was closed. ``PoolClosed``.
-- ``undo``: the last person added was taken out again (history is never deleted). ``Undo``.
+- ``undo``: the last person added was taken out again, or an empty tube's opening was taken
+  back (history is never deleted). ``Undo``.
 - ``result``: an on-site (rapid antigen) result entered at the station. ``OnSiteResult``.
 - ``scan_rejected``: a scan was refused; the reason only, never the person's data.
   ``ScanRejected``.
@@ -93,9 +94,16 @@ class PoolClosed(_Data):
 
 
 class Undo(_Data):
+    """The last step at the tube taken back: its last person, or, when it had no person yet, the
+    opening of the tube itself (``person_key`` absent; the tube may then be scanned again)."""
+
     tube: str = Field(min_length=1, max_length=64)
-    undone_seq: int = Field(ge=1, description="The seq of the person_added record taken back.")
-    person_key: str = Field(min_length=1, max_length=64)
+    undone_seq: int = Field(
+        ge=1, description="The seq of the person_added (or tube_opened) record taken back."
+    )
+    person_key: str | None = Field(
+        None, min_length=1, max_length=64, description="Absent when the tube opening is undone."
+    )
 
 
 class OnSiteResult(_Data):

@@ -164,6 +164,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_lazy("agent.scanner_cli:listen"))
 
+    p = sub.add_parser(
+        "inspect-code",
+        help="show how a station classifies a code",
+        description="Print how a station classifies TEXT (person QR, tube, command card, or "
+        "rejected with a reason) as one JSON object. Exit status 0 when the code is accepted, "
+        "1 when it is rejected, 2 when the configuration cannot be used.",
+    )
+    p.add_argument("text", help="the code as scanned; '-' reads it from standard input")
+    p.add_argument(
+        "--config", type=Path, help="station TOML: use its [workflow] tube patterns and formats"
+    )
+    p.add_argument(
+        "--tube-pattern",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="a tube barcode pattern (repeatable), added to those of --config",
+    )
+    p.add_argument(
+        "--lossy", action="store_true", help="as read by a keyboard-mode scanner (no diacritics)"
+    )
+    p.set_defaults(run=_lazy("swabline.inspect_code:run"))
+
+    p = sub.add_parser(
+        "cards",
+        help="make the printable sheet of command cards and staff badges",
+        description="Write the command cards (close pool, undo, test kind, mode, pool sizes, "
+        "rapid antigen results) and staff badges as a printable HTML page, or as a PDF when "
+        "--out ends in .pdf (needs Chromium). Labels in Vietnamese, then English.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output file: .html or .pdf")
+    p.add_argument(
+        "--pool-sizes", default="5,10,20", help="pool-size cards, comma-separated (default 5,10,20)"
+    )
+    p.add_argument(
+        "--staff",
+        action="append",
+        default=[],
+        metavar="ID[:NAME]",
+        help="a staff badge (repeatable); the name is printed, only the id goes in the QR",
+    )
+    p.add_argument("--staff-csv", type=Path, help="staff badges from a UTF-8 CSV: staff_id,name")
+    p.add_argument("--no-commands", action="store_true", help="only staff badges")
+    p.add_argument("--title", default="Swabline", help="heading printed on the sheet")
+    p.add_argument("--chromium", help="Chromium executable for PDF output (default: from PATH)")
+    p.set_defaults(run=_lazy("swabline.cards:run"))
+
     _add_field_commands(sub)
     return parser
 

@@ -25,7 +25,8 @@ def station_toml(station_id: str, broker: Broker, workdir: Path, password_file: 
         f'password_file = "{password_file}"\n\n'
         '[scanner]\ntype = "stdin"\n\n'
         f'[outbox]\npath = "{workdir / station_id / "outbox.json"}"\n\n'
-        '[feedback]\ntype = "log"\n'
+        '[feedback]\ntype = "log"\n\n'
+        "[workflow]\ntube_patterns = ['DEMO-\\d{2}-\\d{6}']\npool_size = 5\n"
     )
 
 
@@ -44,15 +45,24 @@ def write_secret(path: Path, value: str) -> Path:
     return path
 
 
+_SURNAMES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Võ", "Đặng", "Bùi"]
+_GIVEN = ["An", "Bình", "Cường", "Dũng", "Hà", "Hùng", "Lan", "Mai", "Thảo", "Tâm"]
+
+
 def synthetic_codes(rng: random.Random, station_no: int) -> list[str]:
-    """A tube and a few people, as staff would scan them (synthetic identities)."""
+    """A tube and a few people, as staff would scan them (synthetic CCCD identities whose
+    numbers agree with their birth year and sex, as real ones do)."""
     tube = f"DEMO-{station_no:02d}-{rng.randrange(10**6):06d}"
     people = []
     for _ in range(rng.randint(1, 5)):
-        province, sex = rng.randint(1, 96), rng.randint(0, 3)
-        number = f"0{province:02d}{sex}{rng.randint(0, 99):02d}{rng.randrange(10**6):06d}"
-        dob = f"{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(1940, 2015)}"
-        people.append(f"{number}||NGUYEN VAN DEMO|{dob}|Nam|Ha Noi|01012022")
+        province = rng.choice(["001", "031", "048", "079", "092"])
+        year, female = rng.randint(1940, 2015), rng.random() < 0.5
+        digit = (year // 100 - 19) * 2 + female
+        number = f"{province}{digit}{year % 100:02d}{rng.randrange(10**6):06d}"
+        dob = f"{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{year}"
+        name = f"{rng.choice(_SURNAMES)} {'Thị' if female else 'Văn'} {rng.choice(_GIVEN)}"
+        sex = "Nữ" if female else "Nam"
+        people.append(f"{number}||{name}|{dob}|{sex}|Phường Demo, Hà Nội|01012022")
     return [tube, *people]
 
 

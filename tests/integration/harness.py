@@ -181,7 +181,13 @@ def start_agent(
     extra_mqtt: str = "",
     port: int | None = None,
     env: dict[str, str] | None = None,
+    workflow: str | None = None,
 ) -> AgentProc:
+    """Start ``swabline agent`` reading scans from its stdin.
+
+    ``workflow``: the body of a ``[workflow]`` section (TOML); without it the agent stores every
+    scan as a raw ``scan`` record.
+    """
     d = workdir / station_id
     d.mkdir(parents=True, exist_ok=True)
     secret = d / "mqtt.secret"
@@ -194,6 +200,7 @@ def start_agent(
         f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n{extra_mqtt}\n'
         '[scanner]\ntype = "stdin"\n\n'
         f'[outbox]\npath = "{outbox}"\n\n[feedback]\ntype = "log"\n'
+        + (f"\n[workflow]\n{workflow}\n" if workflow is not None else "")
     )
     log = d / "agent.log"
     with log.open("ab") as out:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import random
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -13,33 +15,82 @@ from sqlalchemy import create_engine, func, select, text
 from agent.outbox import TinyDbOutbox
 from server.models import RecordRow, RejectedMessage
 from swabline.broker import Broker
+from tests.agent.people import cccd, health_qr
 from tests.integration.harness import start_agent, start_server, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+POOL_SIZE = 5
+WORKFLOW = f"tube_patterns = ['TUBE-\\d{{5}}']\npool_size = {POOL_SIZE}\n"
+
+
+def sampling_sequences(total: int, stations: int) -> list[list[list[str]]]:
+    """Per station, groups of codes as staff scan them: a tube, then 1 to POOL_SIZE persons
+    (synthetic CCCDs and health QRs, all different); ``total`` codes in all."""
+    rng = random.Random(4)
+    groups: list[list[str]] = []
+    count = tubes = persons = 0
+    while count < total:
+        tubes += 1
+        k = min(rng.randint(1, POOL_SIZE), total - count - 1)
+        group = [f"TUBE-{tubes:05d}"]
+        for _ in range(k):
+            persons += 1
+            if persons % 4:
+                born = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(27_000))
+                group.append(cccd(persons, born=born, female=bool(persons % 2)))
+            else:
+                group.append(health_qr(f"QID{persons:07d}"))
+        groups.append(group)
+        count += len(group)
+    return [groups[i::stations] for i in range(stations)]
+
+
+def expected_records(groups: list[list[str]]) -> int:
+    """tube_opened + person_added per code, plus a pool_closed for every pool that filled up
+    or was followed by another tube (the last one stays open unless full)."""
+    closes = sum(1 for i, g in enumerate(groups) if len(g) - 1 == POOL_SIZE or i < len(groups) - 1)
+    return sum(len(g) for g in groups) + closes
 
 
 def test_1000_codes_from_three_stations_land_exactly_once(
     tmp_path: Path, broker: Broker, sqlite_url: str
 ) -> None:
     server = start_server(tmp_path / "server", broker, sqlite_url)
-    agents = [start_agent(tmp_path, broker, f"st-{i}") for i in (1, 2, 3)]
+    agents = [start_agent(tmp_path, broker, f"st-{i}", workflow=WORKFLOW) for i in (1, 2, 3)]
+    per_station = sampling_sequences(1000, len(agents))
+    codes = [code for groups in per_station for group in groups for code in group]
+    assert len(codes) == len(set(codes)) == 1000
+    expected = {a.station_id: expected_records(g) for a, g in zip(agents, per_station, strict=True)}
+    engine = create_engine(sqlite_url)
+
+    def stored() -> dict[str, int]:
+        with engine.connect() as c:
+            q = select(RecordRow.station_id, func.count()).group_by(RecordRow.station_id)
+            return {sid: int(n) for sid, n in c.execute(q).all()}
+
     try:
-        codes = [f"TUBE-{i:05d}" for i in range(1000)]
-        for i, agent in enumerate(agents):
-            agent.feed(codes[i::3])
-        engine = create_engine(sqlite_url)
-
-        def stored() -> int:
-            with engine.connect() as c:
-                return int(c.scalar(select(func.count()).select_from(RecordRow)) or 0)
-
-        wait_for(lambda: stored() >= 1000, 60, "1000 records in the database")
+        # Staff scan in bursts, and acknowledgements arrive in between: feed a tenth of each
+        # station's groups at a time and wait until the server has stored what they made.
+        for part in range(10):
+            goal = {}
+            for agent, groups in zip(agents, per_station, strict=True):
+                done = len(groups) * part // 10
+                upto = len(groups) * (part + 1) // 10
+                agent.feed([code for group in groups[done:upto] for code in group])
+                goal[agent.station_id] = expected_records(groups[:upto])
+            wait_for(
+                lambda goal=goal: all(stored().get(sid, 0) >= n for sid, n in goal.items()),
+                120,
+                f"the records of part {part + 1} of 10 in the database",
+            )
 
         def outboxes_empty() -> bool:
             stations = {s["station_id"]: s for s in server.get("/api/stations")}
             return all(
                 stations.get(a.station_id, {}).get("outbox_depth") == 0
-                and stations[a.station_id]["records"] == len(a.sent)
+                and stations[a.station_id]["records"] == expected[a.station_id]
                 for a in agents
             )
 
@@ -50,13 +101,19 @@ def test_1000_codes_from_three_stations_land_exactly_once(
         server.stop()
 
     with engine.connect() as c:
-        rows = c.execute(select(RecordRow.station_id, RecordRow.code, RecordRow.seq)).all()
-    assert sorted(code for _, code, _ in rows) == sorted(codes)  # every code, exactly once
-    for a in agents:
-        seqs = sorted(seq for sid, _, seq in rows if sid == a.station_id)
-        assert seqs == list(range(1, len(a.sent) + 1))  # no gap, no repeat
+        rows = c.execute(
+            select(RecordRow.station_id, RecordRow.code, RecordRow.seq, RecordRow.kind)
+        ).all()
+    # every scanned code, exactly once, as the tube or person it is; nothing refused
+    assert sorted(code for _, code, _, _ in rows if code is not None) == sorted(codes)
+    assert {kind for *_, kind in rows} == {"tube_opened", "person_added", "pool_closed"}
+    for a, groups in zip(agents, per_station, strict=True):
+        seqs = sorted(seq for sid, _, seq, _ in rows if sid == a.station_id)
+        assert seqs == list(range(1, expected[a.station_id] + 1))  # no gap, no repeat
         with TinyDbOutbox(a.outbox) as outbox:
             assert len(outbox) == 0
+            # the last pool outlives its acknowledgement: it is in the session history
+            assert outbox.remembered()[-1].data["tube"] == groups[-1][0]
     assert [s["state"] for s in server_stations_after(sqlite_url)] == ["offline"] * 3
 
 
