@@ -7,13 +7,21 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def metadata() -> MetaData:
+    """Every table of the server: ``server.models`` plus the modules that define their own."""
+    import server.enrollment  # noqa: F401  (registers the enrollment tables on Base)
+    from server.models import Base
+
+    return Base.metadata
 
 
 def make_engine(url: str) -> Engine:

@@ -362,7 +362,8 @@ class PoolUndo(Base):
     undone_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     undo_record_id: Mapped[str] = mapped_column(String(36), unique=True)
     tube_code: Mapped[str] = mapped_column(String(64))
-    person_key: Mapped[str] = mapped_column(String(64))
+    person_key: Mapped[str | None] = mapped_column(String(64))
+    """Absent when the undo takes back the tube's opening (it had no person yet)."""
     undone_at: Mapped[datetime] = mapped_column()
 
 

@@ -115,7 +115,7 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
     if by_kind["person_added"]:
         _persons_added(conn, engine, by_kind["person_added"], tubes, now)
     if by_kind["undo"]:
-        _undos(conn, engine, by_kind["undo"])
+        _undos(conn, engine, by_kind["undo"], tubes, now)
     if by_kind["pool_closed"]:
         _pools_closed(conn, by_kind["pool_closed"], tubes, facility, now)
     for p in by_kind["result"]:
@@ -344,14 +344,27 @@ def _mark_undone(conn: Connection, undos: Sequence[tuple[str, int, datetime, str
     )
 
 
-def _undos(conn: Connection, engine: Engine, items: Sequence[Projected]) -> None:
+def _undos(
+    conn: Connection,
+    engine: Engine,
+    items: Sequence[Projected],
+    tubes: dict[str, int],
+    now: datetime,
+) -> None:
     rows: list[dict[str, Any]] = []
     undos: list[tuple[str, int, datetime, str]] = []
+    openings_undone: dict[int, int] = defaultdict(int)
     for p in items:
         data = p.data
         assert isinstance(data, Undo)
         at = event_time(p.record, p.received_at)
-        undos.append((p.record.station_id, data.undone_seq, at, p.record.record_id))
+        if data.person_key is None:
+            # The tube's opening was taken back (it had no person): that opening does not count,
+            # so the station may open the label again without it showing as reused. A plain
+            # decrement commutes with the opening's increment, whatever order they arrive in.
+            openings_undone[tubes[data.tube]] += 1
+        else:
+            undos.append((p.record.station_id, data.undone_seq, at, p.record.record_id))
         rows.append(
             {
                 "station_id": p.record.station_id,
@@ -364,7 +377,15 @@ def _undos(conn: Connection, engine: Engine, items: Sequence[Projected]) -> None
         )
     # A second undo of the same seq (should not happen) is kept in records only.
     conn.execute(upsert(engine, PoolUndo).on_conflict_do_nothing(), rows)
-    _mark_undone(conn, undos)
+    if undos:
+        _mark_undone(conn, undos)
+    if openings_undone:
+        conn.execute(
+            update(TUBES)
+            .where(Tube.id == bindparam("b_id"))
+            .values(open_count=Tube.open_count - bindparam("b_n"), updated_at=now),
+            [{"b_id": tid, "b_n": n} for tid, n in sorted(openings_undone.items())],
+        )
 
 
 def _pools_closed(

@@ -7,15 +7,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from server.db import alembic_config, make_engine, migrate
-from server.models import Base
+from server.db import alembic_config, make_engine, metadata, migrate
 
 
 def test_migrations_match_the_models_and_downgrade_cleanly(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), metadata())
     assert diff == []
     with engine.begin() as conn:
         cfg = alembic_config(engine)

@@ -303,3 +303,16 @@ def test_births_and_deaths_never_let_a_stale_death_win(engine: Engine) -> None:
     # A reinstalled station restarts its counter: its birth wins.
     store_batch(engine, classify([status("online", 0)]))
     assert current() == ("online", 0)
+
+
+def test_undoing_an_empty_tubes_opening_lets_the_label_be_opened_again(engine: Engine) -> None:
+    opened = {"tube": "T-9", "mode": "pool", "pool_size": 5, "test_kind": "rt_pcr"}
+    first = record("st-1", 1, "tube_opened", opened, code="T-9")
+    undo = record("st-1", 2, "undo", {"tube": "T-9", "undone_seq": 1})
+    again = record("st-1", 3, "tube_opened", opened, code="T-9")
+    ingest(engine, [undo])  # out of order: the undo lands before the opening it takes back
+    ingest(engine, [first, again])
+    with Session(engine) as s:
+        tube = s.scalars(select(Tube).where(Tube.code == "T-9")).one()
+        assert tube.open_count == 1  # opened twice, once taken back: not a reused label
+        assert s.scalar(select(func.count()).select_from(RejectedMessage)) == 0

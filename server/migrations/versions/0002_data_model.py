@@ -230,7 +230,7 @@ def upgrade() -> None:
         sa.Column("undone_seq", sa.BigInteger(), primary_key=True),
         sa.Column("undo_record_id", sa.String(36), nullable=False, unique=True),
         sa.Column("tube_code", sa.String(64), nullable=False),
-        sa.Column("person_key", sa.String(64), nullable=False),
+        sa.Column("person_key", sa.String(64)),
         sa.Column("undone_at", Ts, nullable=False),
     )
     op.create_table(
