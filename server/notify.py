@@ -97,9 +97,12 @@ class Dispatcher:
         self._lease = timedelta(seconds=lease_s)
         self._now = now
 
-    def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set. Database errors propagate (the thread's owner logs)."""
+    def run(self, stop: threading.Event, *, before: Callable[[], object] | None = None) -> None:
+        """Deliver until ``stop`` is set, calling ``before`` (e.g. a sweep that queues missing
+        notifications) ahead of each round. Database errors propagate."""
         while not stop.is_set():
+            if before is not None:
+                before()
             if self.run_once() == 0:
                 stop.wait(self._poll_s)
 

@@ -234,7 +234,8 @@ def _popcount60(column: Any) -> ColumnElement[int]:
     """Bits set among the low 60 bits of an integer column, in portable SQL."""
     expr: Any = literal_column("0")
     for bit in range(60):
-        expr = expr + column.op(">>")(bit).op("&")(1)
+        # Literals, not parameters: PostgreSQL has ``bigint >> integer`` only.
+        expr = expr + column.op(">>")(literal_column(str(bit))).op("&")(literal_column("1"))
     return expr  # type: ignore[no-any-return]
 
 
@@ -437,10 +438,7 @@ def _count_stations(
             hour,
             func.sum(_popcount60(StationActivity.minutes)),
             func.sum(StationActivity.records),
-            func.sum(
-                # an hour with records but no minute heard still counts as an hour of use
-                literal_column("1")
-            ),
+            func.count(),
         )
         .join(StationActivity, StationActivity.station_id == StationRow.station_id)
         .where(
