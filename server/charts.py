@@ -110,10 +110,7 @@ def line_chart(
     plot_w, plot_h = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
     n = max(len(labels), 1)
     peak = max((v for s in series for v in s[1] if v is not None), default=0.0)
-    if unit == "%":
-        top = min(1.0, _nice_max(max(peak, 0.01) * 100) / 100)
-    else:
-        top = _nice_max(peak)
+    top = min(1.0, _nice_max(max(peak, 0.01) * 100) / 100) if unit == "%" else _nice_max(peak)
     out = _frame(title, labels, top, unit)
     for k, (name, values) in enumerate(series):
         colour = COLOURS[k % len(COLOURS)]
@@ -145,7 +142,7 @@ def _polyline(points: list[str], colour: str) -> str:
 
 def _legend(series: Sequence[tuple[str, Sequence[object]]]) -> list[str]:
     out = []
-    x = WIDTH - PAD_R
+    x = float(WIDTH - PAD_R)
     for k, (name, _) in reversed(list(enumerate(series))):
         width = 14 + 6.5 * len(name)
         x -= width

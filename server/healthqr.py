@@ -56,7 +56,7 @@ def format_lookup_code(code: str) -> str:
 def normalise_lookup_code(text: str) -> str:
     """What a person typed -> the code: case, spaces and dashes ignored; O read as 0, I/L as 1."""
     text = re.sub(r"[\s\-]+", "", text.upper())
-    return text.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    return text.translate(str.maketrans("OIL", "011"))
 
 
 @dataclass(frozen=True, slots=True)

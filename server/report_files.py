@@ -20,11 +20,13 @@ from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.i18n import translate
+from server.i18n import translate, translator
 from server.models import Organisation, ReportFile
 from server.reports import Metrics, Period, PeriodKind, Report, build_report
 
@@ -81,7 +83,7 @@ def _metric_headers(lang: str) -> list[str]:
 
 def summary_rows(report: Report, lang: str) -> list[list[object]]:
     """Header + one line per facility, district and province (the CSV download)."""
-    t = lambda key: translate(lang, key)  # noqa: E731
+    t = translator(lang)
     head: list[object] = [
         t("reports.period"),
         t("reports.level"),
@@ -116,7 +118,7 @@ def to_csv(report: Report, lang: str) -> bytes:
 
 def to_xlsx(report: Report, lang: str) -> bytes:
     """Three sheets: summary (facility, district, province), by day, stations."""
-    t = lambda key: translate(lang, key)  # noqa: E731
+    t = translator(lang)
     wb = Workbook()
     ws = wb.active
     assert ws is not None
@@ -173,12 +175,9 @@ def to_xlsx(report: Report, lang: str) -> bytes:
     return out.getvalue()
 
 
-def _widths(ws: object) -> None:
-    from openpyxl.worksheet.worksheet import Worksheet
-
-    assert isinstance(ws, Worksheet)
-    for column in ws.columns:
-        letter = column[0].column_letter
+def _widths(ws: Worksheet) -> None:
+    for index, column in enumerate(ws.columns, 1):
+        letter = get_column_letter(index)
         longest = max((len(str(c.value)) for c in column if c.value is not None), default=8)
         ws.column_dimensions[letter].width = min(max(10, longest + 2), 48)
 

@@ -226,7 +226,7 @@ def _hour_key(session: Session, column: Any) -> ColumnElement[str]:
 
 def _epoch(session: Session, column: Any) -> ColumnElement[float]:
     if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", column)
+        return func.extract("epoch", column)  # type: ignore[return-value]
     return (func.julianday(column) - 2440587.5) * 86400.0
 
 

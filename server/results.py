@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, aliased
 from server.access import Permission, Principal, Scope
 from server.audit import audit, snapshot
 from server.errors import BadRequestError, NotFoundError
-from server.i18n import translate
+from server.i18n import translate, translator
 from server.models import (
     Declaration,
     Notification,
@@ -316,11 +316,11 @@ def check_rows(session: Session, scope: Scope, parsed: ParsedFile) -> dict[str, 
     for row in parsed.rows:
         if row.status is not RowStatus.NEW:
             continue
-        tube = tubes.get(row.tube)
-        if tube is None:
+        found = tubes.get(row.tube)
+        if found is None:
             row.fail(f"unknown tube {row.tube} (not received at a lab you work for)")
             continue
-        have = current.get(tube.id)
+        have = current.get(found.id)
         if have is None:
             continue
         if have.value == row.result:
@@ -522,7 +522,7 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
 
 def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
     """The recall lists as CSV (UTF-8 with a BOM for Excel)."""
-    t = lambda key: translate(lang, key)  # noqa: E731
+    t = translator(lang)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(
