@@ -15,7 +15,7 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.activity import record_activity
+from server.activity import hour_of, record_activity
 from server.db import make_engine, migrate
 from server.lab import receive_tube
 from server.models import Organisation, ReportFile
@@ -246,3 +246,27 @@ def test_periods() -> None:
         datetime(2026, 11, 15, 17, 0, tzinfo=UTC),
         datetime(2026, 11, 16, 17, 0, tzinfo=UTC),
     )
+
+
+def test_ingest_keeps_the_minutes_each_station_was_heard_and_its_records(world: World) -> None:
+    from server.ingest import classify, store_resilient
+    from server.models import StationActivity
+    from tests.server.factories import raw
+
+    heartbeat = {"v": 1, "time": 1.0, "uptime_s": 5.0, "outbox_depth": 0}
+    before = datetime.now(UTC)
+    store_resilient(world.engine, classify([raw("st-2", heartbeat, "heartbeat")]))
+    world.sample("st-1", "S1-9", PEOPLE[:2], at=MON.timestamp() + 1800)
+    with Session(world.engine) as s:
+        rows = sorted(
+            (a.station_id, a.hour, bin(a.minutes).count("1"), a.records)
+            for a in s.scalars(select(StationActivity))
+        )
+    hours = {hour_of(before), hour_of(datetime.now(UTC))}
+    # Heard: the minute each message arrived. Records: the hour they were made (the station's
+    # synchronised clock), here a past morning when the station was not heard at all.
+    st2 = [r for r in rows if r[0] == "st-2"]
+    assert len(st2) == 1 and st2[0][1] in hours and st2[0][2:] == (1, 0)
+    st1 = [r[1:] for r in rows if r[0] == "st-1"]
+    assert st1[0] == (MON.astimezone(UTC), 0, 4)
+    assert len(st1) == 2 and st1[1][0] in hours and st1[1][1:] == (1, 0)
