@@ -49,10 +49,10 @@ from protocol import Ack, Heartbeat, PayloadError, Record, Status, decode, encod
 from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
+from server.activity import record_activity
 from server.db import upsert
 from server.metrics import IngestCounters
 from server.models import RecordRow, RejectedMessage, StationRow, table
-from server.activity import record_activity
 from server.projection import Projected, event_time, project
 
 log = logging.getLogger(__name__)

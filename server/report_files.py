@@ -26,7 +26,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.i18n import translate, translator
 from server.models import Organisation, ReportFile
 from server.reports import Metrics, Period, PeriodKind, Report, build_report
 
@@ -48,6 +47,13 @@ COLUMNS = (
     "uptime",
     "throughput",
 )
+
+
+def _translator(lang: str) -> Callable[..., str]:
+    # Imported when called: the server.web package imports the routers that import this module.
+    from server.web.i18n import translator
+
+    return translator(lang)
 
 
 def _metric_values(m: Metrics) -> list[object]:
@@ -78,12 +84,12 @@ def _metric_headers(lang: str) -> list[str]:
         "tat_p90": "reports.tat_p90",
         "tat_count": "reports.tat_count",
     }
-    return [translate(lang, keys.get(c, f"reports.{c}")) for c in COLUMNS]
+    return [_translator(lang)(keys.get(c, f"reports.{c}")) for c in COLUMNS]
 
 
 def summary_rows(report: Report, lang: str) -> list[list[object]]:
     """Header + one line per facility, district and province (the CSV download)."""
-    t = translator(lang)
+    t = _translator(lang)
     head: list[object] = [
         t("reports.period"),
         t("reports.level"),
@@ -118,7 +124,7 @@ def to_csv(report: Report, lang: str) -> bytes:
 
 def to_xlsx(report: Report, lang: str) -> bytes:
     """Three sheets: summary (facility, district, province), by day, stations."""
-    t = translator(lang)
+    t = _translator(lang)
     wb = Workbook()
     ws = wb.active
     assert ws is not None

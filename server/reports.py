@@ -414,7 +414,8 @@ def _count_turnaround(
         .subquery()
     )
     seconds = _epoch(session, pairs.c.r_at) - _epoch(session, pairs.c.c_at)
-    bucket = func.floor(seconds / TAT_BUCKET_S)
+    # Whole seconds first: SQLite's julianday arithmetic leaves 35999.99 for 10 h.
+    bucket = func.floor(func.round(seconds) / TAT_BUCKET_S)
     hour = _hour_key(session, pairs.c.r_at)
     rows = session.execute(
         select(pairs.c.fid, hour, bucket, func.count())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, aliased
 from server.access import Permission, Principal, Scope
 from server.audit import audit, snapshot
 from server.errors import BadRequestError, NotFoundError
-from server.i18n import translate, translator
 from server.models import (
     Declaration,
     Notification,
@@ -44,6 +43,13 @@ from server.signing import SlipRef, SlipSigner
 
 VALUES = ("positive", "negative", "invalid")
 MAX_REASON = 500
+
+
+def _translator(lang: str) -> Callable[..., str]:
+    # Imported when called: the server.web package imports the routers that import this module.
+    from server.web.i18n import translator
+
+    return translator(lang)
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,7 @@ def queue_notifications(
                 "phone": phones.get(person.id),
             },
             "message": {
-                lang: translate(lang, message_key, name=name, date=local_day)
+                lang: _translator(lang)(message_key, name=name, date=local_day)
                 for lang in ("vi", "en")
             },
             "verify_url": f"{ctx.base_url}/v/{token}" if ctx.base_url else None,
@@ -522,7 +528,7 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
 
 def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
     """The recall lists as CSV (UTF-8 with a BOM for Excel)."""
-    t = translator(lang)
+    t = _translator(lang)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(

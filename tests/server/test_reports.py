@@ -51,21 +51,24 @@ def result(world: World, code: str, value: str, at: datetime) -> None:
 
 
 def populate(world: World) -> None:
-    """Monday: S1 takes a pool of 3 (positive, 6 h) and a single (negative, 10 h); S2 a pool of
-    2 (negative, 30 h). Tuesday: S1 a single with no result yet. Sunday 23:30 local (still the
-    same week) S2 a single, negative after 1 h 2 min, reported Monday of the next week."""
-    world.sample("st-1", "S1-1", PEOPLE, at=MON.timestamp())
-    world.sample("st-1", "S1-2", PEOPLE[:1], at=MON.timestamp() + 600, mode="single")
-    world.sample("st-2", "S2-1", PEOPLE[1:], at=MON.timestamp() + 1200)
-    world.sample("st-1", "S1-3", PEOPLE[2:], at=MON.timestamp() + 86400, mode="single")
+    """Monday: S1 takes a pool of 3 at 08:30 (positive after 6 h) and a single at 08:40
+    (negative after 10 h); S2 a pool of 2 at 08:50 (negative after 30 h). Tuesday: S1 a single
+    with no result yet. Sunday 23:30 (still the same week) S2 a single, negative after 1 h 2 min,
+    so reported the next week. Times are local (UTC+7); Monday 08:00-09:00 is hour H1."""
+    m = MON.timestamp()
+    world.sample("st-1", "S1-1", PEOPLE, at=m + 1800)
+    world.sample("st-1", "S1-2", PEOPLE[:1], at=m + 2400, mode="single")
+    world.sample("st-2", "S2-1", PEOPLE[1:], at=m + 3000)
+    world.sample("st-1", "S1-3", PEOPLE[2:], at=m + 86400 + 1800, mode="single")
     sunday = datetime(2026, 11, 22, 23, 30, tzinfo=VN)
     world.sample("st-2", "S2-2", PEOPLE[:1], at=sunday.timestamp(), mode="single")
-    result(world, "S1-1", "positive", MON + timedelta(hours=6))
-    result(world, "S1-2", "negative", MON + timedelta(hours=10, minutes=10))
-    result(world, "S2-1", "negative", MON + timedelta(hours=30, minutes=20))
+    result(world, "S1-1", "positive", MON + timedelta(minutes=30, hours=6))
+    result(world, "S1-2", "negative", MON + timedelta(minutes=40, hours=10))
+    result(world, "S2-1", "negative", MON + timedelta(minutes=50, hours=30))
     result(world, "S2-2", "negative", sunday + timedelta(hours=1, minutes=2))
-    # Station activity: st-1 heard 45 minutes of Monday 08:00-09:00 UTC+7 and 15 of the next
-    # hour, 20 records; st-2 heard every minute of one hour, 5 records.
+    # Besides the records above (st-1: 8 in H1 and 3 on Tuesday; st-2: 4 in H1 and 3 on
+    # Sunday), st-1 was heard 45 minutes of H1 and 15 of the next hour and made 20 more
+    # records in H1; st-2 was heard every minute of H1 and made 5 more records.
     h1 = MON.astimezone(UTC)
     with Session(world.engine) as s, s.begin():
         heard = [("st-1", h1 + timedelta(minutes=m)) for m in range(45)]
@@ -118,11 +121,15 @@ def test_a_weekly_report_counts_per_facility_district_and_province(world: World)
     assert total.tat_median_h == pytest.approx(10 + 2.5 / 60)
     assert total.positivity == pytest.approx(1 / 4)
     assert report.total.samples == 5
-    # Stations: st-1 heard 60 of the 120 minutes of its two hours, 20 records in 2 hours.
+    # Stations: st-1 was in use 3 hours (H1, the hour after, Tuesday's), heard 60 minutes of
+    # them, 31 records; st-2 2 hours (H1, Sunday's), heard 60 minutes, 12 records.
     stations = {st.station_id: st.metrics for st in report.stations}
-    assert (stations["st-1"].uptime, stations["st-1"].throughput_per_h) == (0.5, 10.0)
-    assert (stations["st-2"].uptime, stations["st-2"].throughput_per_h) == (1.0, 5.0)
-    assert (s1.station_hours, s1.station_minutes, s1.station_records) == (2, 60, 20)
+    assert (stations["st-1"].uptime, stations["st-1"].throughput_per_h) == (
+        pytest.approx(60 / 180),
+        pytest.approx(31 / 3),
+    )
+    assert (stations["st-2"].uptime, stations["st-2"].throughput_per_h) == (0.5, 6.0)
+    assert (s1.station_hours, s1.station_minutes, s1.station_records) == (3, 60, 31)
     # By local day: Monday has three samples, Tuesday one, Sunday one.
     daily = {d: m.samples for d, m in report.daily}
     assert daily == {
@@ -187,7 +194,7 @@ def test_csv_and_xlsx_downloads_carry_the_same_numbers(world: World) -> None:
     positivity = header.index("Positivity")
     assert province_line[positivity] == 0.25
     stations = [list(r) for r in book["Stations"].iter_rows(values_only=True)]
-    assert stations[1][:4] == ["st-1", "Trạm y tế phường Vĩnh Thanh", 2, 20]
+    assert stations[1][:4] == ["st-1", "Trạm y tế phường Vĩnh Thanh", 3, 31]
     by_day = [list(r) for r in book["By day"].iter_rows(values_only=True)]
     assert by_day[1][0].date() == date(2026, 11, 16) and by_day[1][1] == 3
 
