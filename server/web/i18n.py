@@ -335,7 +335,8 @@ TEXTS.update(
         "declare.lookup_code": ("Mã tra cứu kết quả", "Result lookup code"),
         "declare.keep": (
             "Giữ phiếu này. Đưa mã QR khi lấy mẫu; dùng mã tra cứu để xem kết quả.",
-            "Keep this slip. Show the QR code when sampled; use the lookup code to see your result.",
+            "Keep this slip. Show the QR code when sampled; use the lookup code to see your "
+            "result.",
         ),
         "declare.err.name": ("Nhập họ và tên.", "Enter your full name."),
         "declare.err.birth_date": (
