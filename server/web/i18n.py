@@ -177,7 +177,11 @@ TEXTS.update(
         "scan.ok": ("Đã ghi nhận", "Recorded"),
         "scan.error": ("Không ghi nhận được", "Not recorded"),
         # --- lab reception and packing ---
+        "nav.lab": ("Xét nghiệm", "Lab"),
         "batch.title": ("Thùng mẫu", "Transport box"),
+        "batch.packed": ("Đã cho vào thùng", "Packed"),
+        "batch.already_packed": ("Ống này đã có trong thùng", "Already in this box"),
+        "batch.already_received": ("Ống này đã được nhận", "Already received"),
         "batch.code": ("Mã thùng", "Box code"),
         "batch.scan_box": (
             "Quét mã thùng để bắt đầu.",
