@@ -10,9 +10,11 @@ same file twice.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -295,10 +297,40 @@ class ReportScheduler:
         self._today = today or (lambda: datetime.now(tz).date())
 
     def run(self, stop: threading.Event) -> None:
+        """Check now, then every ``check_interval_s``; errors propagate (the caller restarts)."""
         while not stop.is_set():
-            try:
-                generate(self._engine, tz=self._tz, lang=self._lang, today=self._today())
-            except Exception:
-                # A failed run is retried at the next check; the web app keeps serving.
-                log.exception("scheduled report generation failed")
+            generate(self._engine, tz=self._tz, lang=self._lang, today=self._today())
             stop.wait(self._interval)
+
+
+def cli(args: argparse.Namespace) -> int:
+    """``swabline reports generate``."""
+    from server.config import load_config
+    from server.db import make_engine, migrate
+    from server.errors import ServerError
+
+    try:
+        config = load_config(args.config)
+        tz = ZoneInfo(config.reports.timezone)
+        periods = None
+        if args.date or args.period:
+            try:
+                day = date.fromisoformat(args.date) if args.date else datetime.now(tz).date()
+            except ValueError:
+                print(f"swabline reports: --date {args.date!r} is not YYYY-MM-DD", file=sys.stderr)
+                return 2
+            kinds = (
+                [PeriodKind(args.period)] if args.period else [PeriodKind.WEEK, PeriodKind.MONTH]
+            )
+            periods = [Period.containing(k, day) for k in kinds]
+        engine = make_engine(config.database.url)
+        migrate(engine)
+        added = generate(
+            engine, tz=tz, lang=config.reports.language, periods=periods, actor="swabline reports"
+        )
+        engine.dispose()
+    except ServerError as exc:
+        print(f"swabline reports: {exc}", file=sys.stderr)
+        return 2
+    print(f"{added} report file(s) made")
+    return 0

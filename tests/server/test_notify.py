@@ -172,3 +172,53 @@ def test_backoff_doubles_up_to_the_cap() -> None:
         300,
         300,
     ]
+
+
+def test_a_result_reaches_the_gateway_for_every_person_through_the_server_threads(
+    db_url: str, gateway: Gateway
+) -> None:
+    """Result entered -> the sweep queues one message per person -> the dispatcher thread
+    posts them, retrying those the gateway refused."""
+    from zoneinfo import ZoneInfo
+
+    from server.background import start_background
+    from server.config import ServerConfig
+    from server.lab import receive_tube
+    from server.results import ResultsContext, enter_result
+    from server.signing import SlipSigner
+    from tests.server.world import PEOPLE, build_world
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    world = build_world(engine)
+    world.sample("st-1", "KG-RG-000777", PEOPLE[:2])
+    ctx = ResultsContext(
+        signer=SlipSigner(b"s" * 32), tz=ZoneInfo("Asia/Ho_Chi_Minh"), base_url="https://kq.vn"
+    )
+    with Session(engine) as s, s.begin():
+        receive_tube(s, tube_code="KG-RG-000777", lab_id=world.lab)
+        enter_result(s, world.lab_staff, ctx, tube_code="KG-RG-000777", value="negative")
+    config = ServerConfig.model_validate(
+        {
+            "notify": {"webhook_url": gateway.url, "backoff_base_s": 0.05, "poll_s": 0.05},
+            "reports": {"schedule": False},
+        }
+    )
+    background = start_background(engine, config, ctx)
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while datetime.now(UTC) < deadline:
+            with Session(engine) as s:
+                statuses = s.scalars(select(Notification.status)).all()
+            if statuses and set(statuses) == {"sent"}:
+                break
+            background.stop.wait(0.05)
+    finally:
+        background.close()
+        engine.dispose()
+    assert sorted(statuses) == ["sent", "sent"]
+    bodies = [json.loads(body) for _, body in gateway.requests]
+    assert len(bodies) == 4  # the gateway refuses its first two requests: both are retried
+    names = sorted({b["person"]["name"] for b in bodies})
+    assert names == ["Nguyễn Thị Bình", "Trần Văn An"]
+    assert {b["message"]["en"].split(":")[-1].strip() for b in bodies} == {"NEGATIVE."}

@@ -8,6 +8,7 @@ import io
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -28,6 +29,7 @@ from server.reports import (
 )
 from server.results import ResultsContext, enter_result
 from server.signing import SlipSigner
+from swabline.cli import main
 from tests.server.world import PEOPLE, World, build_world
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -277,3 +279,26 @@ def test_ingest_keeps_the_minutes_each_station_was_heard_and_its_records(world: 
     st1 = [r[1:] for r in rows if r[0] == "st-1"]
     assert st1[0] == (MON.astimezone(UTC), 0, 4)
     assert len(st1) == 2 and st1[1][0] in hours and st1[1][1:] == (1, 0)
+
+
+def test_the_reports_command_backfills_a_period(world: World, tmp_path: Path) -> None:
+    populate(world)
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[database]\nurl = "{world.engine.url.render_as_string(hide_password=False)}"\n'
+        '[reports]\nlanguage = "en"\n'
+    )
+    args = ["reports", "--config", str(config), "generate", "--period", "week", "--date"]
+    assert main([*args, "2026-11-18"]) == 0
+    assert main([*args, "2026-11-18"]) == 0  # kept, not made twice
+    assert main([*args, "18/11/2026"]) == 2
+    with Session(world.engine) as s:
+        names = sorted(s.scalars(select(ReportFile.filename)).all())
+    assert names == [
+        "swabline-KG-PQ-week-2026-W47.csv",
+        "swabline-KG-PQ-week-2026-W47.xlsx",
+        "swabline-KG-RG-week-2026-W47.csv",
+        "swabline-KG-RG-week-2026-W47.xlsx",
+        "swabline-KG-week-2026-W47.csv",
+        "swabline-KG-week-2026-W47.xlsx",
+    ]
