@@ -3,11 +3,12 @@ laptop or a phone. The SVG scales to its container (``viewBox``, ``width=100%``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
-WIDTH, HEIGHT = 640, 220
-PAD_L, PAD_R, PAD_T, PAD_B = 48, 12, 28, 36
+WIDTH, HEIGHT = 640, 240
+PAD_L, PAD_R, PAD_T, PAD_B = 52, 12, 44, 30
 COLOURS = ("#1f6feb", "#d4a72c", "#cf222e", "#2da44e", "#8250df")
 
 
@@ -22,12 +23,19 @@ def _nice_max(value: float) -> float:
     return float(value)
 
 
-def _fmt(value: float, unit: str) -> str:
+def _ticks(top: float) -> int:
+    """How many intervals divide ``top`` into round steps (5 for 5, 2.5, 50...; else 4)."""
+    lead = top / 10 ** math.floor(math.log10(top)) if top > 0 else 1
+    return 5 if round(lead, 6) in (2.5, 5.0) else 4
+
+
+def _fmt(value: float, unit: str, top: float = 0.0) -> str:
     if unit == "%":
-        return f"{value * 100:.0f}%"
-    if value >= 100 or value == int(value):
+        digits = 1 if 0 < top <= 0.05 else 0
+        return f"{value * 100:.{digits}f}%"
+    if value == int(value):
         return f"{value:.0f}{unit}"
-    return f"{value:.1f}{unit}"
+    return f"{value:.2f}".rstrip("0").rstrip(".") + unit
 
 
 def _frame(title: str, labels: Sequence[str], top: float, unit: str) -> list[str]:
@@ -36,17 +44,18 @@ def _frame(title: str, labels: Sequence[str], top: float, unit: str) -> list[str
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="100%" role="img" aria-label="{escape(title)}" class="chart">',
         f"<title>{escape(title)}</title>",
-        f'<text x="{PAD_L}" y="16" font-size="13" font-weight="600">{escape(title)}</text>',
+        f'<text x="8" y="16" font-size="14" font-weight="600">{escape(title)}</text>',
     ]
-    for i in range(5):
-        y = PAD_T + plot_h - plot_h * i / 4
+    steps = _ticks(top)
+    for i in range(steps + 1):
+        y = PAD_T + plot_h - plot_h * i / steps
         out.append(
             f'<line x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" '
             'stroke="#d0d7de" stroke-width="1"/>'
         )
         out.append(
-            f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
-            f"{escape(_fmt(top * i / 4, unit))}</text>"
+            f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+            f"{escape(_fmt(top * i / steps, unit, top))}</text>"
         )
     n = max(len(labels), 1)
     every = max(1, -(-n // 12))
@@ -55,7 +64,7 @@ def _frame(title: str, labels: Sequence[str], top: float, unit: str) -> list[str
             continue
         x = PAD_L + plot_w * (i + 0.5) / n
         out.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - PAD_B + 14}" font-size="10" '
+            f'<text x="{x:.1f}" y="{HEIGHT - PAD_B + 15}" font-size="11" '
             f'text-anchor="middle">{escape(label)}</text>'
         )
     return out
@@ -90,7 +99,7 @@ def bar_chart(
             out.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                 f'fill="{COLOURS[k % len(COLOURS)]}"><title>{escape(labels[i])} '
-                f"{escape(name)}: {escape(_fmt(v, unit))}</title></rect>"
+                f"{escape(name)}: {escape(_fmt(v, unit, top))}</title></rect>"
             )
             if stacked:
                 base += v
@@ -126,7 +135,7 @@ def line_chart(
             path.append(f"{x:.1f},{y:.1f}")
             out.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
-                f"<title>{escape(labels[i])} {escape(name)}: {escape(_fmt(v, unit))}</title>"
+                f"<title>{escape(labels[i])} {escape(name)}: {escape(_fmt(v, unit, top))}</title>"
                 "</circle>"
             )
         if path:
@@ -141,14 +150,14 @@ def _polyline(points: list[str], colour: str) -> str:
 
 
 def _legend(series: Sequence[tuple[str, Sequence[object]]]) -> list[str]:
+    """One line under the title, left to right."""
     out = []
-    x = float(WIDTH - PAD_R)
-    for k, (name, _) in reversed(list(enumerate(series))):
-        width = 14 + 6.5 * len(name)
-        x -= width
+    x = 8.0
+    for k, (name, _) in enumerate(series):
         out.append(
-            f'<rect x="{x:.1f}" y="7" width="10" height="10" '
+            f'<rect x="{x:.1f}" y="24" width="10" height="10" '
             f'fill="{COLOURS[k % len(COLOURS)]}"/>'
-            f'<text x="{x + 13:.1f}" y="16" font-size="11">{escape(name)}</text>'
+            f'<text x="{x + 13:.1f}" y="33" font-size="11">{escape(name)}</text>'
         )
+        x += 24 + 6.2 * len(name)
     return out

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Request
+from jinja2 import pass_context
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -19,6 +21,7 @@ from server.models import Organisation, User
 from server.public import Limits
 from server.results import ResultsContext
 from server.signing import KeyedHash, SlipSigner, load_secret
+from server.web.templating import TEMPLATES
 
 PUBLIC_SECRET = "public"
 
@@ -68,6 +71,19 @@ def build_services(engine: Engine, config: ServerConfig) -> LabServices:
 
 def install(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
     app.state.lab = build_services(engine, config)
+    TEMPLATES.env.filters["local"] = local_time
+
+
+@pass_context
+def local_time(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """Template filter: a UTC timestamp in the server's report time zone (``reports.timezone``)."""
+    if value is None:
+        return ""
+    request = context.get("request")
+    state = getattr(getattr(request, "app", None), "state", None)
+    services = getattr(state, "lab", None)
+    tz = services.tz if isinstance(services, LabServices) else UTC
+    return value.astimezone(tz).strftime(fmt)
 
 
 def get_services(request: Request) -> LabServices:
