@@ -34,4 +34,4 @@ def test_labels_are_escaped_and_lines_break_at_missing_values() -> None:
 
 def test_empty_data_still_draws_an_axis() -> None:
     root = ET.fromstring(line_chart("t", [], [("x", [])], unit="h"))
-    assert [t.text for t in root.iter(f"{NS}text") if t.get("text-anchor") == "end"][0] == "0h"
+    assert next(t.text for t in root.iter(f"{NS}text") if t.get("text-anchor") == "end") == "0h"
