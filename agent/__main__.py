@@ -18,9 +18,10 @@ from agent.config import StationConfig, load_config
 from agent.errors import AgentError
 from agent.feedback import LogFeedback, NoFeedback
 from agent.identity import boot_id
+from agent.lab import LabReception
 from agent.mqtt import MqttUplink
 from agent.outbox import TinyDbOutbox
-from agent.ports import Feedback, ScanSource
+from agent.ports import Feedback, ScanSource, Workflow
 from agent.sources import LineScanSource
 from agent.station import RecordEveryScan, Station
 
@@ -33,6 +34,14 @@ def build_sources(config: StationConfig) -> list[ScanSource]:
         case "stdin":
             return [LineScanSource(scanner.path)]
     raise AgentError(f"scanner.type {scanner.type!r} is not supported")
+
+
+def build_workflow(config: StationConfig) -> Workflow:
+    if config.lab is not None:
+        return LabReception(
+            tube_patterns=config.lab.tube_patterns, box_patterns=config.lab.box_patterns
+        )
+    return RecordEveryScan()
 
 
 def build_feedback(config: StationConfig) -> Feedback:
@@ -88,7 +97,7 @@ def _run_station(config: StationConfig) -> int:
             station_id=config.station_id,
             boot_id=boot_id(),
             sources=build_sources(config),
-            workflow=RecordEveryScan(),
+            workflow=build_workflow(config),
             outbox=outbox,
             uplink=uplink,
             feedback=feedback,

@@ -6,11 +6,12 @@ See ``firmware_config/station.example.toml`` for an annotated example; a test ke
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import ConfigError
 from protocol.topics import STATION_ID_PATTERN
@@ -65,6 +66,27 @@ class FeedbackConfig(_Section):
     )
 
 
+class LabStationConfig(_Section):
+    """A lab station: it receives tubes at a lab instead of sampling (see ``agent/lab.py``)."""
+
+    tube_patterns: list[str] = Field(
+        min_length=1, description="Regular expressions a whole tube barcode matches."
+    )
+    box_patterns: list[str] = Field(
+        min_length=1, description="Regular expressions a whole transport-box label matches."
+    )
+
+    @field_validator("tube_patterns", "box_patterns")
+    @classmethod
+    def _compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a regular expression: {exc}") from None
+        return patterns
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -73,6 +95,9 @@ class StationConfig(_Section):
     scanner: ScannerConfig = Field(description="Where scans come from.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    lab: LabStationConfig | None = Field(
+        None, description="Present on a lab station: receive tubes instead of sampling."
+    )
 
 
 def parse_config(text: str, *, source: str = "<config>") -> StationConfig:
