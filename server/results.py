@@ -440,6 +440,8 @@ def report_json(parsed: ParsedFile) -> list[dict[str, Any]]:
 class RecallLine:
     position: int
     person: Person
+    name: str | None
+    """As declared (with diacritics) when the person self-declared, else as scanned."""
     phone: str | None
     resampled_in: str | None
     """The code of a later tube this person was sampled in, if any."""
@@ -501,15 +503,23 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
         .limit(1)
         .scalar_subquery()
     )
-    phone = (
-        select(Declaration.phone)
-        .where(Declaration.person_id == PoolMember.person_id)
-        .order_by(Declaration.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    def declared(column: Any) -> Any:
+        return (
+            select(column)
+            .where(Declaration.person_id == PoolMember.person_id)
+            .order_by(Declaration.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
     rows = session.execute(
-        select(PoolMember.position, Person, phone, resampled)
+        select(
+            PoolMember.position,
+            Person,
+            declared(Declaration.name),
+            declared(Declaration.phone),
+            resampled,
+        )
         .join(Person, Person.id == PoolMember.person_id)
         .where(PoolMember.tube_id == tube.id, PoolMember.undone_at.is_(None))
         .order_by(PoolMember.position, PoolMember.id)
@@ -519,8 +529,8 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
         result=result,
         facility=session.get(Organisation, tube.facility_id) if tube.facility_id else None,
     )
-    for position, person, ph, again in rows:
-        pool.lines.append(RecallLine(position, person, ph, again))
+    for position, person, name, ph, again in rows:
+        pool.lines.append(RecallLine(position, person, name or person.name, ph, again))
     pool.persons = len(pool.lines)
     pool.resampled = sum(1 for line in pool.lines if line.resampled_in)
     return pool
@@ -555,7 +565,7 @@ def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
                     pool.result.reported_at.isoformat(timespec="minutes"),
                     line.position,
                     p.key,
-                    p.name or "",
+                    line.name or "",
                     p.birth_date or "",
                     line.phone or "",
                     p.address or "",
