@@ -614,8 +614,10 @@ class MqttIngest:
         stored = store_resilient(
             self._engine, classify(batch), known_stations=self._known_stations, counters=c
         )
-        c.add("batch_seconds", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        c.add("batch_seconds", elapsed)
         c.add("batches")
+        log.debug("stored a batch of %d messages in %.1f ms", len(batch), elapsed * 1000)
         for station_id, ids in stored.acks.items():
             for i in range(0, len(ids), MAX_ACK_IDS):
                 ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS])
@@ -626,6 +628,7 @@ class MqttIngest:
         c.add("records_invalid", stored.invalid)
         c.add("rejected", stored.rejected)
         c.add("stale_deaths", stored.stale_deaths)
+        c.add("statuses", sum(1 for m in batch if m.topic.endswith("/status")))
         self.totals.merge(
             Stored(
                 inserted=stored.inserted,

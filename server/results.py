@@ -503,6 +503,7 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
         .limit(1)
         .scalar_subquery()
     )
+
     def declared(column: Any) -> Any:
         return (
             select(column)
