@@ -34,6 +34,7 @@ from server.web import (
     api_admin,
     api_auth,
     api_data,
+    api_lab,
     lab_pages,
     pages,
     public_pages,
@@ -93,6 +94,7 @@ def create_app(
     app.include_router(api_data.router)
     app.include_router(pages.router)
     services.install(app, engine, app.state.config)
+    app.include_router(api_lab.router)
     app.include_router(lab_pages.router)
     app.include_router(report_pages.router)
     app.include_router(public_pages.router)

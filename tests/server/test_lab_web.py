@@ -373,3 +373,39 @@ async def test_lifecycle_events_come_once_per_reception(env: Env) -> None:
     with Session(env.engine) as db:
         kinds = db.scalars(select(SampleEvent.kind).order_by(SampleEvent.id)).all()
     assert kinds.count("received_at_lab") == 1
+
+
+async def test_the_json_api_enters_imports_and_reports_with_a_token(env: Env) -> None:
+    async with session(env, "lab") as (c, csrf):
+        await receive(c, csrf, env, "THUNG-07", "T-BD-1", "T-CG-1")
+    async with env.client("lab") as api:
+        r = await api.post("/api/lab/results", json={"tube": "T-BD-1", "value": "positive"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"entry": "saved", "tube": "T-BD-1", "result": "positive", "persons": 2}
+        again = await api.post("/api/lab/results", json={"tube": "T-BD-1", "value": "negative"})
+        assert again.status_code == 400 and "reason" in again.json()["detail"]
+        nowhere = await api.post("/api/lab/results", json={"tube": "T-NONE", "value": "negative"})
+        assert nowhere.status_code == 404
+        csv = b"tube,result\nT-CG-1,negative\nT-BD-1,positive\n"
+        check = await api.post(
+            "/api/lab/results/import", files={"file": ("r.csv", csv, "text/csv")}
+        )
+        body = check.json()
+        assert (body["applied"], body["new"], body["unchanged"]) == (False, 1, 1)
+        done = await api.post(
+            "/api/lab/results/import?apply=true", files={"file": ("r.csv", csv, "text/csv")}
+        )
+        assert done.json()["applied"] is True
+        recalls = (await api.get("/api/lab/recalls")).json()
+        assert [(p["tube"], len(p["persons"])) for p in recalls] == [("T-BD-1", 2)]
+        assert recalls[0]["persons"][0]["key"] == "079303001234"
+    async with env.client("admin") as api:
+        report = (await api.get("/api/reports?period=week&day=2026-09-21")).json()
+        assert report["label"] == "2026-W39" and report["node"] == "HN"
+        province = next(r for r in report["rows"] if r["level"] == "province")
+        assert province["metrics"]["samples"] == 2
+        assert (province["metrics"]["positive"], province["metrics"]["negative"]) == (1, 1)
+        assert province["metrics"]["positivity"] == 0.5
+    async with env.client("ops") as api:
+        assert (await api.get("/api/reports")).status_code == 403
+        assert (await api.get("/api/lab/recalls")).status_code == 403
