@@ -23,7 +23,9 @@ from server.web.schemas import Problem, Text, When
 from server.web.services import Services
 
 router = APIRouter(tags=["lab"])
-ERRORS = {code: {"model": Problem} for code in (400, 401, 403, 404)}
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem} for code in (400, 401, 403, 404)
+}
 
 
 class ResultIn(BaseModel):
@@ -154,7 +156,7 @@ def api_enter_result(
     db.commit()
     assert out.result is not None
     return ResultOut(
-        entry=out.status,  # type: ignore[arg-type]
+        entry=out.status,
         tube=out.tube.code,
         result=out.result.value,
         persons=out.persons,
