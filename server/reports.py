@@ -33,13 +33,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    and_,
-    exists,
     func,
     literal_column,
     select,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from server.models import (
     Organisation,
@@ -379,48 +377,40 @@ def _count_samples(
 def _count_turnaround(
     session: Session, fac_ids: list[int], lo: datetime, hi: datetime, slot: Any
 ) -> None:
-    earlier = aliased(SampleEvent)
+    # Plain joins of grouped subqueries: correlated subqueries here made SQLite re-evaluate
+    # them per row (minutes for a month).
+    in_period = (
+        select(SampleEvent.tube_id)
+        .where(SampleEvent.kind == "resulted", SampleEvent.at >= lo, SampleEvent.at < hi)
+        .scalar_subquery()
+    )
     first_result = (
-        select(SampleEvent.tube_id, func.min(SampleEvent.at).label("r_at"))
-        .where(
-            SampleEvent.kind == "resulted",
-            SampleEvent.at >= lo,
-            SampleEvent.at < hi,
-            ~exists().where(
-                and_(
-                    earlier.tube_id == SampleEvent.tube_id,
-                    earlier.kind == "resulted",
-                    earlier.at < lo,
-                )
-            ),
-        )
+        select(SampleEvent.tube_id.label("tube_id"), func.min(SampleEvent.at).label("r_at"))
+        .where(SampleEvent.kind == "resulted", SampleEvent.tube_id.in_(in_period))
         .group_by(SampleEvent.tube_id)
         .subquery()
     )
-    collected = aliased(SampleEvent)
-    c_at = (
-        select(func.min(collected.at))
-        .where(collected.tube_id == first_result.c.tube_id, collected.kind == "collected")
-        .scalar_subquery()
-    )
-    pairs = (
-        select(
-            Tube.facility_id.label("fid"),
-            first_result.c.r_at.label("r_at"),
-            c_at.label("c_at"),
-        )
-        .join(first_result, first_result.c.tube_id == Tube.id)
-        .where(Tube.facility_id.in_(fac_ids))
+    collected = (
+        select(SampleEvent.tube_id.label("tube_id"), func.min(SampleEvent.at).label("c_at"))
+        .where(SampleEvent.kind == "collected", SampleEvent.tube_id.in_(in_period))
+        .group_by(SampleEvent.tube_id)
         .subquery()
     )
-    seconds = _epoch(session, pairs.c.r_at) - _epoch(session, pairs.c.c_at)
+    seconds = _epoch(session, first_result.c.r_at) - _epoch(session, collected.c.c_at)
     # Whole seconds first: SQLite's julianday arithmetic leaves 35999.99 for 10 h.
     bucket = func.floor(func.round(seconds) / TAT_BUCKET_S)
-    hour = _hour_key(session, pairs.c.r_at)
+    hour = _hour_key(session, first_result.c.r_at)
     rows = session.execute(
-        select(pairs.c.fid, hour, bucket, func.count())
-        .where(pairs.c.c_at.is_not(None))
-        .group_by(pairs.c.fid, hour, bucket)
+        select(Tube.facility_id, hour, bucket, func.count())
+        .select_from(first_result)
+        .join(collected, collected.c.tube_id == first_result.c.tube_id)
+        .join(Tube, Tube.id == first_result.c.tube_id)
+        .where(
+            Tube.facility_id.in_(fac_ids),
+            first_result.c.r_at >= lo,
+            first_result.c.r_at < hi,
+        )
+        .group_by(Tube.facility_id, hour, bucket)
     ).all()
     for fid, hour_key, b, n in rows:
         m: Metrics = slot(fid, hour_key)
