@@ -1,5 +1,5 @@
-"""Background work in the server process: the notification dispatcher and the report
-scheduler, each on its own thread, stopped together."""
+"""Background work in the server process: the notification dispatcher, the report scheduler
+and housekeeping, each on its own thread, stopped together."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from sqlalchemy.orm import Session
 from server.config import ServerConfig
 from server.hooks import WebhookHook
 from server.notify import Dispatcher
+from server.public import prune_attempts
 from server.report_files import ReportScheduler
 from server.results import ResultsContext, sweep_notifications
 from server.signing import load_secret
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 3600.0
+"""How often old rate-limit attempts are deleted."""
 
 
 @dataclass
@@ -47,7 +51,8 @@ def _guarded(name: str, target: object, stop: threading.Event) -> None:
 
 def start_background(engine: Engine, config: ServerConfig, ctx: ResultsContext) -> Background:
     """Start what the configuration asks for: notifications (``notify.webhook_url``) and the
-    scheduled report files (``reports.schedule``)."""
+    scheduled report files (``reports.schedule``); and, always, the hourly deletion of
+    rate-limit attempts older than twice the longest window."""
     bg = Background()
     n = config.notify
     if n.webhook_url:
@@ -92,6 +97,25 @@ def start_background(engine: Engine, config: ServerConfig, ctx: ResultsContext) 
                 daemon=True,
             )
         )
+
+    def housekeeping(stop: threading.Event) -> None:
+        keep = timedelta(
+            seconds=2
+            * max(config.public.lookup_addr_window_s, config.public.lookup_id_window_s, 3600)
+        )
+        while not stop.is_set():
+            with Session(engine) as session, session.begin():
+                prune_attempts(session, older_than=datetime.now(UTC) - keep)
+            stop.wait(HOUSEKEEPING_S)
+
+    bg.threads.append(
+        threading.Thread(
+            target=_guarded,
+            args=("housekeeping", housekeeping, bg.stop),
+            name="housekeeping",
+            daemon=True,
+        )
+    )
     for thread in bg.threads:
         thread.start()
     return bg

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.healthqr import (
@@ -54,8 +54,11 @@ def throttled(
     key_hash: str,
     limits: Limits,
     now: datetime,
+    purpose: str = "lookup",
 ) -> bool:
-    """Record an attempt and tell whether the caller is over a limit (counted before this one)."""
+    """Record an attempt and tell whether the caller is over a limit (counted before this one).
+    Attempts of different ``purpose`` (lookups, declarations) are counted apart."""
+    remote_addr = f"{purpose}:{remote_addr}"[:64]
     by_addr = session.scalar(
         select(func.count())
         .select_from(LookupAttempt)
@@ -72,8 +75,14 @@ def throttled(
             LookupAttempt.at > now - timedelta(seconds=limits.per_key_window_s),
         )
     )
-    session.add(LookupAttempt(at=now, remote_addr=remote_addr[:64], key_hash=key_hash))
+    session.add(LookupAttempt(at=now, remote_addr=remote_addr, key_hash=key_hash))
     return (by_addr or 0) >= limits.per_addr or (by_key or 0) >= limits.per_key
+
+
+def prune_attempts(session: Session, *, older_than: datetime) -> int:
+    """Forget attempts no limit looks at any more; returns how many were deleted."""
+    result = session.execute(delete(LookupAttempt).where(LookupAttempt.at < older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def parse_birth_date(text: str) -> date | None:

@@ -137,6 +137,7 @@ def declare_submit(
         key_hash=services.keyed("declare", addr),
         limits=services.declare_limits,
         now=datetime.now(services.tz),
+        purpose="declare",
     ):
         db.commit()
         return render(

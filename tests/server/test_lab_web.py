@@ -251,6 +251,19 @@ async def test_lookup_is_rate_limited_per_address_without_telling_ids_apart(env:
             statuses.append(r.status_code)
         assert statuses == [200] * 10 + [429]
         assert 'data-status="limited"' in r.text
+        # Declarations from the same desk are counted apart from lookups.
+        ok = await anon.post("/declare", data={"name": "Lê Văn Tám", "birth_date": "2001-01-01"})
+        assert ok.status_code == 200
+    # Housekeeping forgets attempts no limit looks at any more.
+    from datetime import UTC, datetime, timedelta
+
+    from server.models import LookupAttempt
+    from server.public import prune_attempts
+
+    with Session(env.engine) as db, db.begin():
+        assert prune_attempts(db, older_than=datetime.now(UTC) - timedelta(hours=1)) == 0
+        assert prune_attempts(db, older_than=datetime.now(UTC) + timedelta(seconds=1)) == 12
+        assert db.scalar(select(func.count()).select_from(LookupAttempt)) == 0
 
 
 async def test_a_declaration_gives_a_qr_stations_accept_and_a_code_that_finds_results(
