@@ -279,7 +279,7 @@ def generate(
 
 
 class ReportScheduler:
-    """Runs ``generate`` now and then every ``check_interval_s`` until stopped."""
+    """Runs ``generate`` a minute after start, then every ``check_interval_s``, until stopped."""
 
     def __init__(
         self,
@@ -288,16 +288,20 @@ class ReportScheduler:
         tz: ZoneInfo,
         lang: str,
         check_interval_s: float = 600.0,
+        first_check_s: float = 60.0,
         today: Callable[[], date] | None = None,
     ) -> None:
         self._engine = engine
         self._tz = tz
         self._lang = lang
         self._interval = check_interval_s
+        self._first = first_check_s
         self._today = today or (lambda: datetime.now(tz).date())
 
     def run(self, stop: threading.Event) -> None:
-        """Check now, then every ``check_interval_s``; errors propagate (the caller restarts)."""
+        """Check after ``first_check_s`` (leaving a starting server to its ingest workers), then
+        every ``check_interval_s``; errors propagate (the caller restarts)."""
+        stop.wait(self._first)
         while not stop.is_set():
             generate(self._engine, tz=self._tz, lang=self._lang, today=self._today())
             stop.wait(self._interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -216,11 +217,16 @@ def test_scheduled_files_are_made_once_for_every_province_and_district(world: Wo
     assert "2026-11,Tỉnh,KG,Tỉnh Kiên Giang,,5,2,3,8" in text
 
     # The scheduler thread does the same on its own, then waits.
-    stop = __import__("threading").Event()
+    stop = threading.Event()
     scheduler = ReportScheduler(
-        engine=world.engine, tz=VN, lang="en", check_interval_s=3600, today=lambda: date(2027, 1, 5)
+        engine=world.engine,
+        tz=VN,
+        lang="en",
+        check_interval_s=3600,
+        first_check_s=0,
+        today=lambda: date(2027, 1, 5),
     )
-    thread = __import__("threading").Thread(target=scheduler.run, args=(stop,))
+    thread = threading.Thread(target=scheduler.run, args=(stop,))
     thread.start()
     try:
         deadline = datetime.now(UTC) + timedelta(seconds=60)
