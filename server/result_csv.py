@@ -108,6 +108,14 @@ class RowStatus(StrEnum):
     """An empty line, skipped."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """An error as a code (``import.err.<code>`` in the text catalogue) and its values."""
+
+    code: str
+    params: dict[str, str]
+
+
 @dataclass
 class Row:
     """One data line of the file, as read and as judged."""
@@ -122,9 +130,14 @@ class Row:
     status: RowStatus = RowStatus.NEW
     errors: list[str] = field(default_factory=list)
 
-    def fail(self, message: str) -> None:
+    problems: list[Problem] = field(default_factory=list)
+    """The same errors as codes and values, for the interface language."""
+
+    def fail(self, code: str, text: str, **params: object) -> None:
+        """Mark the row in error: ``text`` in English, ``code`` + ``params`` for translation."""
         self.status = RowStatus.ERROR
-        self.errors.append(message)
+        self.errors.append(text)
+        self.problems.append(Problem(code, {k: str(v) for k, v in params.items()}))
 
 
 @dataclass
@@ -137,6 +150,12 @@ class ParsedFile:
     errors: list[str] = field(default_factory=list)
     delimiter: str = ","
     had_bom: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def fail(self, code: str, text: str, **params: object) -> None:
+        """A file-level error: ``text`` in English, ``code`` + ``params`` for translation."""
+        self.errors.append(text)
+        self.problems.append(Problem(code, {k: str(v) for k, v in params.items()}))
 
     @property
     def ok(self) -> bool:
@@ -179,14 +198,17 @@ def parse_results_csv(
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        out.errors.append(
+        out.fail(
+            "not_utf8",
             f"the file is not UTF-8 text (line {line}, byte {exc.start + 1}): "
-            "export it as 'CSV UTF-8'"
+            "export it as 'CSV UTF-8'",
+            line=line,
+            byte=exc.start + 1,
         )
         return out
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
-        out.errors.append("the file is empty")
+        out.fail("empty", "the file is empty")
         return out
     header_line = text.split("\n", 1)[0]
     out.delimiter = max(",;\t", key=header_line.count)
@@ -194,16 +216,20 @@ def parse_results_csv(
     try:
         header = next(reader)
     except csv.Error as exc:
-        out.errors.append(f"the header line cannot be read: {exc}")
+        out.fail("header", f"the header line cannot be read: {exc}", error=exc)
         return out
     out.columns = [c.strip() for c in header]
     dupes = sorted({c for c in out.columns if c and out.columns.count(c) > 1})
     if dupes:
-        out.errors.append(f"columns appear more than once: {', '.join(dupes)}")
+        out.fail(
+            "dup_columns",
+            f"columns appear more than once: {', '.join(dupes)}",
+            columns=", ".join(dupes),
+        )
     chosen = dict(guess_mapping(out.columns))
     for name, column in (mapping or {}).items():
         if name not in FIELDS:
-            out.errors.append(f"unknown field {name!r} in the column mapping")
+            out.fail("unknown_field", f"unknown field {name!r} in the column mapping", name=name)
         elif column:
             chosen[name] = column
         else:
@@ -211,13 +237,21 @@ def parse_results_csv(
     out.mapping = chosen
     for name, column in chosen.items():
         if column not in out.columns:
-            out.errors.append(f"column {column!r} (for {name}) is not in the file")
+            out.fail(
+                "missing_column",
+                f"column {column!r} (for {name}) is not in the file",
+                column=column,
+                field=name,
+            )
     missing = [name for name in REQUIRED if name not in chosen]
     if missing:
         found = ", ".join(repr(c) for c in out.columns) or "none"
-        out.errors.append(
+        out.fail(
+            "no_column",
             f"no column for {' and '.join(missing)}: columns found: {found}; "
-            "choose the columns by hand"
+            "choose the columns by hand",
+            fields=" + ".join(missing),
+            found=found,
         )
     if out.errors:
         return out
@@ -229,7 +263,9 @@ def parse_results_csv(
         for values in reader:
             line = reader.line_num
             if len(out.rows) >= MAX_ROWS:
-                out.errors.append(f"more than {MAX_ROWS} rows: split the file")
+                out.fail(
+                    "too_many_rows", f"more than {MAX_ROWS} rows: split the file", max=MAX_ROWS
+                )
                 break
             row = Row(line=line, raw=dict(zip(out.columns, values, strict=False)))
             out.rows.append(row)
@@ -237,19 +273,29 @@ def parse_results_csv(
                 row.status = RowStatus.BLANK
                 continue
             if len(values) != len(out.columns):
-                row.fail(f"{len(values)} fields where the header has {len(out.columns)}")
+                row.fail(
+                    "field_count",
+                    f"{len(values)} fields where the header has {len(out.columns)}",
+                    got=len(values),
+                    want=len(out.columns),
+                )
                 continue
             _read_row(row, values, index, chosen, tz, fallback)
             if row.tube:
                 key = row.tube.upper()
                 if key in first_line:
-                    row.fail(f"tube {row.tube} already appears on line {first_line[key]}")
+                    row.fail(
+                        "duplicate",
+                        f"tube {row.tube} already appears on line {first_line[key]}",
+                        tube=row.tube,
+                        line=first_line[key],
+                    )
                 else:
                     first_line[key] = line
     except csv.Error as exc:
-        out.errors.append(f"line {line + 1} cannot be read: {exc}")
+        out.fail("line_unreadable", f"line {line + 1} cannot be read: {exc}", line=line + 1)
     if not any(r.status is not RowStatus.BLANK for r in out.rows) and not out.errors:
-        out.errors.append("the file has a header but no data rows")
+        out.fail("no_rows", "the file has a header but no data rows")
     return out
 
 
@@ -267,20 +313,28 @@ def _read_row(
 
     row.tube = get("tube")
     if not row.tube:
-        row.fail("no tube code")
+        row.fail("no_tube", "no tube code")
     elif len(row.tube) > 64 or not row.tube.isprintable():
-        row.fail("the tube code is not a valid code (printable, at most 64 characters)")
+        row.fail("bad_tube", "the tube code is not a valid code (printable, at most 64 characters)")
     raw_result = get("result")
     row.result = RESULT_WORDS.get(raw_result if raw_result in "+-" else fold(raw_result))
     if not raw_result:
-        row.fail("no result")
+        row.fail("no_result", "no result")
     elif row.result is None:
-        row.fail(f"result {raw_result!r} is not one of positive, negative, invalid")
+        row.fail(
+            "bad_result",
+            f"result {raw_result!r} is not one of positive, negative, invalid",
+            value=raw_result,
+        )
     raw_date = get("reported_at")
     if raw_date:
         parsed = parse_local_datetime(raw_date, tz)
         if parsed is None:
-            row.fail(f"date {raw_date!r} is not YYYY-MM-DD[ HH:MM] or DD/MM/YYYY[ HH:MM]")
+            row.fail(
+                "bad_date",
+                f"date {raw_date!r} is not YYYY-MM-DD[ HH:MM] or DD/MM/YYYY[ HH:MM]",
+                value=raw_date,
+            )
         else:
             row.reported_at = parsed
     else:
@@ -289,7 +343,9 @@ def _read_row(
     if raw_kind:
         row.test_kind = TEST_KIND_WORDS.get(fold(raw_kind))
         if row.test_kind is None:
-            row.fail(f"test kind {raw_kind!r} is not RT-PCR or rapid antigen")
+            row.fail(
+                "bad_kind", f"test kind {raw_kind!r} is not RT-PCR or rapid antigen", value=raw_kind
+            )
 
 
 def parse_local_datetime(text: str, tz: ZoneInfo) -> datetime | None:

@@ -324,7 +324,11 @@ def check_rows(session: Session, scope: Scope, parsed: ParsedFile) -> dict[str, 
             continue
         found = tubes.get(row.tube)
         if found is None:
-            row.fail(f"unknown tube {row.tube} (not received at a lab you work for)")
+            row.fail(
+                "unknown_tube",
+                f"unknown tube {row.tube} (not received at a lab you work for)",
+                tube=row.tube,
+            )
             continue
         have = current.get(found.id)
         if have is None:
@@ -333,8 +337,11 @@ def check_rows(session: Session, scope: Scope, parsed: ParsedFile) -> dict[str, 
             row.status = RowStatus.UNCHANGED
         else:
             row.fail(
+                "has_result",
                 f"tube {row.tube} already has the result {have.value}: correct it on the "
-                "tube's page, with a reason"
+                "tube's page, with a reason",
+                tube=row.tube,
+                value=have.value,
             )
     return tubes
 

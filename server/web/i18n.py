@@ -251,6 +251,72 @@ TEXTS.update(
         "import.field.result": ("Kết quả", "Result"),
         "import.field.reported_at": ("Ngày trả kết quả", "Result date"),
         "import.field.test_kind": ("Loại xét nghiệm", "Test kind"),
+        "import.err.not_utf8": (
+            "Tệp không phải văn bản UTF-8 (dòng {line}, byte {byte}): hãy lưu dạng 'CSV UTF-8'",
+            "The file is not UTF-8 text (line {line}, byte {byte}): export it as 'CSV UTF-8'",
+        ),
+        "import.err.empty": ("Tệp trống", "The file is empty"),
+        "import.err.header": (
+            "Không đọc được dòng tiêu đề: {error}",
+            "The header cannot be read: {error}",
+        ),
+        "import.err.dup_columns": (
+            "Tên cột bị lặp: {columns}",
+            "Columns appear more than once: {columns}",
+        ),
+        "import.err.unknown_field": ("Trường không rõ: {name}", "Unknown field: {name}"),
+        "import.err.missing_column": (
+            "Không có cột '{column}' (cho {field}) trong tệp",
+            "Column '{column}' (for {field}) is not in the file",
+        ),
+        "import.err.no_column": (
+            "Không tìm thấy cột cho {fields}. Các cột trong tệp: {found}. Hãy chọn cột bên dưới.",
+            "No column for {fields}. Columns found: {found}. Choose the columns below.",
+        ),
+        "import.err.too_many_rows": (
+            "Tệp có hơn {max} dòng: hãy chia nhỏ tệp",
+            "More than {max} rows: split the file",
+        ),
+        "import.err.line_unreadable": ("Không đọc được dòng {line}", "Line {line} cannot be read"),
+        "import.err.no_rows": (
+            "Tệp chỉ có dòng tiêu đề, không có dữ liệu",
+            "The file has a header but no data rows",
+        ),
+        "import.err.field_count": (
+            "Dòng có {got} ô trong khi tiêu đề có {want}",
+            "{got} fields where the header has {want}",
+        ),
+        "import.err.duplicate": (
+            "Ống {tube} đã có ở dòng {line}",
+            "Tube {tube} already appears on line {line}",
+        ),
+        "import.err.no_tube": ("Thiếu mã ống", "No tube code"),
+        "import.err.bad_tube": (
+            "Mã ống không hợp lệ (tối đa 64 ký tự in được)",
+            "Not a valid tube code (printable, at most 64 characters)",
+        ),
+        "import.err.no_result": ("Thiếu kết quả", "No result"),
+        "import.err.bad_result": (
+            "Kết quả '{value}' không phải Âm tính, Dương tính hay Không xác định",
+            "Result '{value}' is not one of negative, positive, invalid",
+        ),
+        "import.err.bad_date": (
+            "Ngày '{value}' không đúng dạng DD/MM/YYYY[ HH:MM] hay YYYY-MM-DD[ HH:MM]",
+            "Date '{value}' is not DD/MM/YYYY[ HH:MM] or YYYY-MM-DD[ HH:MM]",
+        ),
+        "import.err.bad_kind": (
+            "Loại xét nghiệm '{value}' không phải RT-PCR hay test nhanh",
+            "Test kind '{value}' is not RT-PCR or rapid antigen",
+        ),
+        "import.err.unknown_tube": (
+            "Không có ống {tube} trong các ống phòng xét nghiệm của bạn đã nhận",
+            "Unknown tube {tube} (not received at a lab you work for)",
+        ),
+        "import.err.has_result": (
+            "Ống {tube} đã có kết quả khác ({value}): hãy sửa trên trang của ống, kèm lý do",
+            "Tube {tube} already has another result ({value}): correct it on the tube's page, "
+            "with a reason",
+        ),
         "import.status.new": ("Mới", "New"),
         "import.status.unchanged": ("Không đổi", "Unchanged"),
         "import.status.error": ("Lỗi", "Error"),

@@ -131,6 +131,10 @@ def test_lab_staff_receive_a_box_and_enter_a_result_by_scanning(
     # Result entry: scan the tube, choose the result, confirm.
     page.goto(f"{live.url}/lab/results")
     scan = page.locator("#scan")
+    scan.type("T-NOPE")
+    scan.press("Enter")
+    page.wait_for_function("document.getElementById('scan-panel').dataset.outcome === 'bad'")
+    assert page.locator("#scan-msg").inner_text() == "T-NOPE: Không tìm thấy ống này"
     scan.type("T-BD-7")
     scan.press("Enter")
     page.wait_for_selector("#tube-panel:not([hidden])")

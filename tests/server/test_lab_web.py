@@ -194,13 +194,13 @@ async def test_csv_import_checks_applies_once_and_rejects_a_bad_file_whole(env: 
             "/lab/import", data={"action": "apply", "csrf_token": csrf}, files=files
         )
         assert "Tệp bị từ chối" in rejected.text
-        assert "unknown tube T-XX-1" in rejected.text
+        assert "Không có ống T-XX-1 trong các ống phòng xét nghiệm của bạn đã nhận" in rejected.text
         assert 'name="content_b64"' not in rejected.text
         wrong = {"file": ("x.csv", b"a;b\n1;2\n", "text/csv")}
         cols = await c.post(
             "/lab/import", data={"action": "check", "csrf_token": csrf}, files=wrong
         )
-        assert "no column for tube and result" in cols.text
+        assert "Không tìm thấy cột cho tube + result" in cols.text
         assert '<select name="map_tube">' in cols.text  # the columns offered for a hand mapping
     with Session(env.engine) as db:
         assert db.scalar(select(func.count()).select_from(Result)) == 1
@@ -366,6 +366,15 @@ async def test_reports_page_charts_and_downloads_are_scoped(env: Env) -> None:
         assert other.status_code == 404
     async with session(env, "ops") as (c, _):
         assert (await c.get("/reports")).status_code == 403
+
+
+async def test_every_import_problem_has_a_text() -> None:
+    root = Path(__file__).resolve().parents[2] / "server"
+    codes: set[str] = set()
+    for name in ("result_csv.py", "results.py"):
+        codes |= set(re.findall(r'fail\(\s*"([a-z_0-9]+)"', (root / name).read_text()))
+    assert len(codes) >= 15
+    assert sorted(c for c in codes if f"import.err.{c}" not in TEXTS) == []
 
 
 async def test_every_text_the_templates_use_is_in_the_catalogue() -> None:
