@@ -567,6 +567,7 @@ class MqttIngest:
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
         self.totals = Stored()
@@ -656,7 +657,14 @@ class MqttIngest:
                 (subscription(StationTopic.STATUS), 1),
             ]
         )
-        self.connected.set()
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
+        if any(rc.is_failure for rc in codes):
+            log.error("broker refused the ingest subscriptions: %s", codes)
+            return
+        self.connected.set()  # only now are messages routed to this worker
         log.info("ingest connected to %s:%d", self._host, self._port)
 
     def _on_disconnect(

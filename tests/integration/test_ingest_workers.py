@@ -52,7 +52,7 @@ def test_two_workers_store_every_record_once_even_when_one_is_killed(
 ) -> None:
     server = start_server(tmp_path / "server", broker, db_url, workers=2)
     pubs = [StationPublisher(broker, sid) for sid in STATIONS]
-    per_station = 60  # pool sessions of 3 persons: 5 records each
+    per_station = 80  # pool sessions of 3 persons: 5 records each
     try:
         batches = {
             p.station_id: [
@@ -68,14 +68,20 @@ def test_two_workers_store_every_record_once_even_when_one_is_killed(
             for p in pubs
         }
         for p in pubs:
-            p.publish(batches[p.station_id][: per_station // 2])
+            p.publish(batches[p.station_id][:30])
         pids = worker_pids(server.log)
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)  # whatever it held uncommitted was never acked
         for p in pubs:
-            p.publish(batches[p.station_id][per_station // 2 :])
+            p.publish(batches[p.station_id][30:60])
         drain(pubs, 90)
         wait_for(lambda: len(worker_pids(server.log)) == 3, 30, "the killed worker to restart")
+        wait_for(
+            lambda: server.log.read_text().count("ingest connected") >= 3, 30, "it to reconnect"
+        )
+        for p in pubs:  # the shared subscription hands the restarted worker its share
+            p.publish(batches[p.station_id][60:])
+        drain(pubs, 60)
         for p in pubs:  # everything again, as after a station's reboot: nothing new is stored
             p.publish(list(p.sent.values()))
         drain(pubs, 60)
