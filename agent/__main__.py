@@ -19,6 +19,7 @@ from agent.config import StationConfig, load_config
 from agent.errors import AgentError
 from agent.feedback import LogFeedback, NoFeedback
 from agent.identity import boot_id
+from agent.lab import LabReception
 from agent.lock import outbox_lock
 from agent.mqtt import MqttUplink
 from agent.outbox import TinyDbOutbox
@@ -108,7 +109,11 @@ def build_sources(config: StationConfig) -> list[ScanSource]:
 
 
 def build_workflow(config: StationConfig, clock: Clock) -> Workflow:
-    """The sampling workflow of ``[workflow]``; without it, raw scan recording (development)."""
+    """Sampling (``[workflow]``), lab reception (``[lab]``), or raw scans (development)."""
+    if config.lab is not None:
+        return LabReception(
+            tube_patterns=config.lab.tube_patterns, box_patterns=config.lab.box_patterns
+        )
     if config.workflow is None:
         log.warning(
             "no [workflow] in the configuration: every scan is stored as a raw 'scan' record, "

@@ -286,6 +286,27 @@ class WorkflowConfig(_Section):
         return patterns
 
 
+class LabStationConfig(_Section):
+    """A lab station: it receives tubes at a lab instead of sampling (see ``agent/lab.py``)."""
+
+    tube_patterns: list[str] = Field(
+        min_length=1, description="Regular expressions a whole tube barcode matches."
+    )
+    box_patterns: list[str] = Field(
+        min_length=1, description="Regular expressions a whole transport-box label matches."
+    )
+
+    @field_validator("tube_patterns", "box_patterns")
+    @classmethod
+    def _compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a regular expression: {exc}") from None
+        return patterns
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -299,6 +320,17 @@ class StationConfig(_Section):
         description="The sampling workflow; without it every scan is stored as a raw 'scan' "
         "record (development only).",
     )
+    lab: LabStationConfig | None = Field(
+        None, description="Present on a lab station: receive tubes instead of sampling."
+    )
+
+    @model_validator(mode="after")
+    def _one_workflow(self) -> StationConfig:
+        if self.workflow is not None and self.lab is not None:
+            raise ValueError(
+                "a station samples ([workflow]) or receives at a lab ([lab]), not both"
+            )
+        return self
 
 
 def parse_config(text: str, *, source: str = "<config>") -> StationConfig:

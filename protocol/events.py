@@ -18,6 +18,9 @@ Kinds (``Record.kind``):
 - ``scan_rejected``: a scan was refused; the reason only, never the person's data.
   ``ScanRejected``.
 - ``selftest``: ``swabline selftest`` timed the round trip to the server with it. ``SelfTest``.
+- ``tube_received``: a lab station (a station registered at a lab) scanned a tube arriving at
+  the lab, maybe inside a transport box it scanned before. ``TubeReceived``; ``code`` = tube
+  barcode.
 """
 
 from __future__ import annotations
@@ -117,6 +120,14 @@ class ScanRejected(_Data):
     signal: str = Field(min_length=1, max_length=32, description="The signal staff were shown.")
 
 
+class TubeReceived(_Data):
+    tube: str = Field(min_length=1, max_length=64)
+    batch: str | None = Field(
+        None, min_length=1, max_length=64, description="The transport box label, if scanned."
+    )
+    staff_id: str | None = None
+
+
 class Scan(_Data):
     """``scan`` records carry nothing in ``data``."""
 
@@ -138,4 +149,5 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "result": OnSiteResult,
     "scan_rejected": ScanRejected,
     "selftest": SelfTest,
+    "tube_received": TubeReceived,
 }

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     import uvicorn
 
+    from server.background import start_background
     from server.web import create_app
     from server.workers import WorkerPool
 
@@ -64,14 +65,12 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         config.http.port,
         workers,
     )
+    app = create_app(engine, config=config, ingest_counters=pool.counters, routers=routers)
+    background = start_background(engine, config, app.state.lab.ctx)
     try:
-        uvicorn.run(
-            create_app(engine, config=config, ingest_counters=pool.counters, routers=routers),
-            host=config.http.host,
-            port=config.http.port,
-            log_level="warning",
-        )
+        uvicorn.run(app, host=config.http.host, port=config.http.port, log_level="warning")
     finally:
+        background.close()
         pool.stop()
         engine.dispose()
     return 0

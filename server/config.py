@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.errors import ConfigError
 
@@ -93,6 +95,92 @@ class EnrollmentConfig(_Section):
     )
 
 
+class PublicConfig(_Section):
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+(/[^\s]*)?$",
+        description="The public address of the server (https://...), for QR codes and links in "
+        "notifications; default: the address each request came to.",
+    )
+    secret_file: Path | None = Field(
+        None,
+        description="File with the key that signs result slips and hashes lookup codes (32+ "
+        "characters, mode 0600); default: made once and kept in the database.",
+    )
+    lookup_per_addr: int = Field(
+        10, ge=1, le=10_000, description="Result lookups per address per lookup_addr_window_s."
+    )
+    lookup_addr_window_s: int = Field(60, ge=1, le=86_400, description="See lookup_per_addr.")
+    lookup_per_id: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Lookups of one ID number or slip code per lookup_id_window_s, from anywhere.",
+    )
+    lookup_id_window_s: int = Field(3600, ge=1, le=604_800, description="See lookup_per_id.")
+    declare_per_addr: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="Self-declarations per address per hour (a registration desk makes many).",
+    )
+
+
+class NotifyConfig(_Section):
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="URL that receives notifications as JSON POSTs (an SMS or app gateway); "
+        "setting it turns notifications on.",
+    )
+    secret_file: Path | None = Field(
+        None, description="File with the key for the X-Swabline-Signature HMAC of each body."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=120, description="HTTP timeout of one delivery.")
+    backoff_base_s: float = Field(
+        30.0, gt=0, le=86_400, description="Wait after the first failure; doubles each time."
+    )
+    backoff_max_s: float = Field(
+        3600.0, gt=0, le=604_800, description="Longest wait between tries."
+    )
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before giving up (failed).")
+    poll_s: float = Field(5.0, gt=0, le=3600, description="How often due notifications are sent.")
+    sweep_hours: float = Field(
+        48.0,
+        gt=0,
+        le=24 * 60,
+        description="Results entered this recently get notifications for persons not yet told.",
+    )
+
+
+class ReportsConfig(_Section):
+    timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone of report days, weeks and months."
+    )
+    schedule: bool = Field(
+        True, description="Make the weekly and monthly report files in the server process."
+    )
+    check_interval_s: int = Field(
+        600, ge=10, le=86_400, description="How often the scheduler looks for missing files."
+    )
+    language: Literal["vi", "en"] = Field("vi", description="Language of scheduled files.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class LabConfig(_Section):
+    import_max_bytes: int = Field(
+        5_000_000, ge=1000, le=100_000_000, description="Largest result CSV accepted."
+    )
+
+
 class ServerConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -102,6 +190,10 @@ class ServerConfig(_Section):
     enrollment: EnrollmentConfig | None = Field(
         None, description="Station enrollment; without this section the server enrolls no one."
     )
+    public: PublicConfig = Field(default_factory=PublicConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    lab: LabConfig = Field(default_factory=LabConfig)
 
 
 def load_config(path: Path) -> ServerConfig:

@@ -49,10 +49,11 @@ from protocol import Ack, Heartbeat, PayloadError, Record, Status, decode, encod
 from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
+from server.activity import record_activity
 from server.db import upsert
 from server.metrics import IngestCounters
 from server.models import RecordRow, RejectedMessage, StationRow, table
-from server.projection import Projected, project
+from server.projection import Projected, event_time, project
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,16 @@ def store_batch(
         )
         _update_stations(session, [unique[rid] for rid in inserted], now)
         _apply_heartbeats(session, batch.heartbeats, now)
+        record_activity(
+            session,
+            heard=[(sid, now) for sid, _ in batch.heartbeats]
+            + [(sid, now) for sid, st in batch.statuses if st.state == "online"]
+            + [(unique[rid].station_id, batch.received_at[rid]) for rid in inserted],
+            records=[
+                (unique[rid].station_id, event_time(unique[rid], batch.received_at[rid]))
+                for rid in inserted
+            ],
+        )
         result.stale_deaths = _apply_statuses(session, batch.statuses, now)
         if rejections:
             session.add_all(_rejected_row(r) for r in rejections)

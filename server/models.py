@@ -518,3 +518,216 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+
+# --- lab reception, result imports, results to people, reports (migration 0004) -------------
+
+
+class BatchStatus(enum.StrEnum):
+    """A transport box's way from the sampling site to the lab."""
+
+    PACKING = "packing"
+    """Tubes are being scanned into the box at the sampling site (the manifest)."""
+    SHIPPED = "shipped"
+    """The box left: every tube on the manifest got a ``shipped`` event."""
+    RECEIVING = "receiving"
+    """The lab is scanning the box's tubes."""
+    CLOSED = "closed"
+    """Reception finished: manifest tubes never scanned are missing."""
+
+
+class LabBatch(Base):
+    """A transport box (a lab batch). ``code`` is the box label; boxes are reused, so the code
+    is unique only among batches that are not closed. A batch that a lab starts receiving
+    without any manifest (the samples came before the list) has no ``origin_id``."""
+
+    __tablename__ = "lab_batches"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('packing', 'shipped', 'receiving', 'closed')", name="ck_lab_batch_status"
+        ),
+        Index("ix_lab_batches_code_status", "code", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    origin_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    lab_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    shipped_at: Mapped[datetime | None] = mapped_column()
+    received_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+    station_id: Mapped[str | None] = mapped_column(String(63))
+    """Set when a lab station started the reception."""
+
+
+class LabBatchTube(Base):
+    """A tube in a batch: on the manifest (``expected``), scanned at the lab (``received_at``),
+    or both. Expected and never received when the batch closes: missing. Received and not
+    expected (when there was a manifest): unexpected."""
+
+    __tablename__ = "lab_batch_tubes"
+    __table_args__ = (UniqueConstraint("batch_id", "tube_id", name="uq_lab_batch_tubes"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("lab_batches.id"), index=True)
+    tube_id: Mapped[int] = mapped_column(ForeignKey("tubes.id"), index=True)
+    expected: Mapped[bool] = mapped_column(Boolean, default=False)
+    packed_at: Mapped[datetime | None] = mapped_column()
+    received_at: Mapped[datetime | None] = mapped_column()
+    received_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    station_id: Mapped[str | None] = mapped_column(String(63))
+    record_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ResultImport(Base):
+    """One upload of a lab's CSV export: what was in it and what became of every row.
+
+    ``report`` is the per-row validation report (JSON). A rejected file applied nothing."""
+
+    __tablename__ = "result_imports"
+    __table_args__ = (
+        CheckConstraint("status IN ('applied', 'rejected')", name="ck_result_import_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    lab_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))
+    rows_total: Mapped[int] = mapped_column(Integer)
+    rows_applied: Mapped[int] = mapped_column(Integer)
+    rows_unchanged: Mapped[int] = mapped_column(Integer)
+    rows_error: Mapped[int] = mapped_column(Integer)
+    mapping: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class Declaration(Base):
+    """A self-declaration by someone without the app: the server issues a ``qid`` for the
+    personal QR code (health-QR v1.1 layout) and a ``lookup_code`` for the paper slip (stored as
+    a keyed hash). The person row (``key_type`` 'qid') is created at the same time."""
+
+    __tablename__ = "declarations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    qid: Mapped[str] = mapped_column(String(16), unique=True)
+    lookup_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    birth_date: Mapped[str] = mapped_column(String(10))
+    sex: Mapped[str | None] = mapped_column(String(8))
+    document_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(300))
+    on_behalf: Mapped[bool] = mapped_column(Boolean, default=False)
+    locale: Mapped[str] = mapped_column(String(5), default="vi")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LookupAttempt(Base):
+    """A public result lookup: the rate limiter counts them per address and per keyed hash of
+    the ID number asked for (whether or not it exists)."""
+
+    __tablename__ = "lookup_attempts"
+    __table_args__ = (
+        Index("ix_lookup_attempts_addr_at", "remote_addr", "at"),
+        Index("ix_lookup_attempts_key_at", "key_hash", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column()
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Notification(Base):
+    """A message to send through the outbound hook (a result to a person, an alert...), with
+    its retry state. ``dedup_key`` makes enqueueing idempotent."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'failed')", name="ck_notification_status"),
+        Index("ix_notifications_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id"), index=True)
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class NotificationDelivery(Base):
+    """The delivery log: one row per attempt to hand a notification to the hook."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column()
+    hook: Mapped[str] = mapped_column(String(32))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class ReportFile(Base):
+    """A generated report file (weekly or monthly, XLSX or CSV) for an organisation node,
+    kept for download."""
+
+    __tablename__ = "report_files"
+    __table_args__ = (
+        UniqueConstraint(
+            "period", "period_start", "organisation_id", "format", name="uq_report_files"
+        ),
+        CheckConstraint("period IN ('day', 'week', 'month')", name="ck_report_file_period"),
+        CheckConstraint("format IN ('xlsx', 'csv')", name="ck_report_file_format"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period: Mapped[str] = mapped_column(String(8))
+    period_start: Mapped[str] = mapped_column(String(10))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    format: Mapped[str] = mapped_column(String(8))
+    filename: Mapped[str] = mapped_column(String(200))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    generated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    generated_by: Mapped[str] = mapped_column(String(100))
+
+
+class StationActivity(Base):
+    """Which minutes of an hour a station was heard from (``minutes``: bit ``m`` set when a
+    heartbeat or record arrived in minute ``m``) and how many records it sent: the basis of
+    the reports' station uptime and throughput."""
+
+    __tablename__ = "station_activity"
+
+    station_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    records: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ServerSecret(Base):
+    """Secrets the server makes for itself on first use (the result-slip signing key, the
+    lookup hashing key) unless a secret file is configured."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

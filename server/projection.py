@@ -31,10 +31,12 @@ from protocol.events import (
     PoolClosed,
     SignIn,
     TubeOpened,
+    TubeReceived,
     Undo,
 )
 from protocol.events import Person as PersonData
 from server.db import upsert
+from server.lab import receive_from_stations
 from server.models import Person as PersonRow
 from server.models import (
     PoolMember,
@@ -134,6 +136,12 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
         )
     if by_kind["sign_in"]:
         _signed_in(conn, engine, by_kind["sign_in"], facility)
+    if by_kind["tube_received"]:
+        received = []
+        for p in by_kind["tube_received"]:
+            assert isinstance(p.data, TubeReceived)
+            received.append((p.record, p.data, event_time(p.record, p.received_at)))
+        receive_from_stations(session, received, facility)
 
 
 def _ensure_tubes(
@@ -152,11 +160,16 @@ def _ensure_tubes(
     if not first:
         return {}
     codes = sorted(first)
+    # A tube first heard of from a lab station belongs to no sampling site until its own
+    # station's records arrive.
+    sampling = {
+        c: p.record.station_id for c, p in first.items() if p.record.kind != "tube_received"
+    }
     rows = [
         {
             "code": code,
-            "station_id": first[code].record.station_id,
-            "facility_id": facility.get(first[code].record.station_id),
+            "station_id": sampling.get(code),
+            "facility_id": facility.get(sampling.get(code, "")),
             "status": SampleStage.OPEN.value,
             "open_count": 0,
             "created_at": now,

@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_commands(actions)
 
     p = sub.add_parser(
+        "reports",
+        help="make the health department's report files",
+        description="Make the weekly and monthly report files (XLSX and CSV) of every province "
+        "and district and keep them in the database for download. Without --period/--date: the "
+        "files due today (last week's, last month's) that are missing, as the server's scheduler "
+        "does. Files that exist are kept.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="server TOML file")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    g = actions.add_parser("generate", help="make missing report files (backfill with --date)")
+    g.add_argument("--period", choices=["day", "week", "month"], help="one period kind only")
+    g.add_argument("--date", help="a day inside the period to make (YYYY-MM-DD, local)")
+    p.set_defaults(run=_lazy("server.report_files:cli"))
+
+    p = sub.add_parser(
         "demo",
         help="run broker, server and simulated stations on this machine",
         description="Start Mosquitto, the server and simulated stations that keep scanning; "

@@ -9,7 +9,8 @@ Layout, for whoever adds routes (lab, reports, ops, enrollment):
 - ``templating.render`` and ``templates/base.html`` for pages, ``i18n.TEXTS`` for their text;
 - add a router module and include it in ``create_app`` below.
 
-Public without login: ``/healthz``, ``/login``, ``/openapi.json``, ``/docs``. Everything else
+Public without login: ``/healthz``, ``/login``, ``/openapi.json``, ``/docs``, and the pages for
+citizens: ``/lookup``, ``/v/{token}`` (slip verification), ``/declare``. Everything else
 needs a session or an API token (see ``docs/server-api.md``).
 """
 
@@ -30,7 +31,17 @@ from server.access import Permission
 from server.config import ServerConfig
 from server.errors import HttpError
 from server.metrics import IngestCollector, SharedCounters
-from server.web import api_admin, api_auth, api_data, pages
+from server.web import (
+    api_admin,
+    api_auth,
+    api_data,
+    api_lab,
+    lab_pages,
+    pages,
+    public_pages,
+    report_pages,
+    services,
+)
 from server.web.deps import Caller
 from server.web.templating import render
 
@@ -84,6 +95,11 @@ def create_app(
     app.include_router(api_admin.router)
     app.include_router(api_data.router)
     app.include_router(pages.router)
+    services.install(app, engine, app.state.config)
+    app.include_router(api_lab.router)
+    app.include_router(lab_pages.router)
+    app.include_router(report_pages.router)
+    app.include_router(public_pages.router)
     for extra in routers:
         app.include_router(extra)
 

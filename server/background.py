@@ -1,0 +1,121 @@
+"""Background work in the server process: the notification dispatcher, the report scheduler
+and housekeeping, each on its own thread, stopped together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from server.config import ServerConfig
+from server.hooks import WebhookHook
+from server.notify import Dispatcher
+from server.public import prune_attempts
+from server.report_files import ReportScheduler
+from server.results import ResultsContext, sweep_notifications
+from server.signing import load_secret
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 3600.0
+"""How often old rate-limit attempts are deleted."""
+
+
+@dataclass
+class Background:
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=timeout_s)
+
+
+def _guarded(name: str, target: object, stop: threading.Event) -> None:
+    """Run ``target(stop)``; a crash is logged and the work restarts after a pause, so that a
+    database hiccup does not silence notifications until the next server restart."""
+    assert callable(target)
+    while not stop.is_set():
+        try:
+            target(stop)
+        except Exception:
+            log.exception("%s failed; restarting in 30 s", name)
+            stop.wait(30)
+
+
+def start_background(engine: Engine, config: ServerConfig, ctx: ResultsContext) -> Background:
+    """Start what the configuration asks for: notifications (``notify.webhook_url``) and the
+    scheduled report files (``reports.schedule``); and, always, the hourly deletion of
+    rate-limit attempts older than twice the longest window."""
+    bg = Background()
+    n = config.notify
+    if n.webhook_url:
+        secret = (
+            load_secret(engine, "webhook", n.secret_file) if n.secret_file is not None else None
+        )
+        hook = WebhookHook(url=n.webhook_url, secret=secret, timeout_s=n.timeout_s)
+        dispatcher = Dispatcher(
+            engine=engine,
+            hook=hook,
+            backoff_base_s=n.backoff_base_s,
+            backoff_max_s=n.backoff_max_s,
+            max_attempts=n.max_attempts,
+            poll_s=n.poll_s,
+        )
+
+        def sweep() -> None:
+            since = datetime.now(UTC) - timedelta(hours=n.sweep_hours)
+            with Session(engine) as session, session.begin():
+                sweep_notifications(session, ctx, since=since)
+
+        def notify(stop: threading.Event) -> None:
+            dispatcher.run(stop, before=sweep)
+
+        bg.threads.append(
+            threading.Thread(
+                target=_guarded, args=("notifications", notify, bg.stop), name="notify", daemon=True
+            )
+        )
+    if config.reports.schedule:
+        scheduler = ReportScheduler(
+            engine=engine,
+            tz=ZoneInfo(config.reports.timezone),
+            lang=config.reports.language,
+            check_interval_s=config.reports.check_interval_s,
+        )
+        bg.threads.append(
+            threading.Thread(
+                target=_guarded,
+                args=("report scheduler", scheduler.run, bg.stop),
+                name="reports",
+                daemon=True,
+            )
+        )
+
+    def housekeeping(stop: threading.Event) -> None:
+        keep = timedelta(
+            seconds=2
+            * max(config.public.lookup_addr_window_s, config.public.lookup_id_window_s, 3600)
+        )
+        while not stop.is_set():
+            with Session(engine) as session, session.begin():
+                prune_attempts(session, older_than=datetime.now(UTC) - keep)
+            stop.wait(HOUSEKEEPING_S)
+
+    bg.threads.append(
+        threading.Thread(
+            target=_guarded,
+            args=("housekeeping", housekeeping, bg.stop),
+            name="housekeeping",
+            daemon=True,
+        )
+    )
+    for thread in bg.threads:
+        thread.start()
+    return bg
