@@ -28,9 +28,10 @@ from starlette.responses import Response
 from server import __version__
 from server.access import Permission
 from server.config import ServerConfig
+from server.enrollment import EnrollmentService
 from server.errors import HttpError
 from server.metrics import IngestCollector, SharedCounters
-from server.web import api_admin, api_auth, api_data, pages
+from server.web import api_admin, api_auth, api_data, api_enrollment, enrollment_pages, pages
 from server.web.deps import Caller
 from server.web.templating import render
 
@@ -64,8 +65,10 @@ def create_app(
     config: ServerConfig | None = None,
     ingest_counters: SharedCounters | None = None,
     routers: Sequence[APIRouter] = (),
+    enrollment: EnrollmentService | None = None,
 ) -> FastAPI:
-    """Build the web app on ``engine``, with extra ``routers`` (e.g. enrollment)."""
+    """Build the web app on ``engine``, with extra ``routers``; with ``enrollment`` (broker
+    admin and endpoint) it enrolls stations, without it the enrollment routes answer 404."""
     app = FastAPI(
         title="Swabline",
         version=__version__,
@@ -75,6 +78,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.config = config or ServerConfig()
+    app.state.enrollment = enrollment
     registry = CollectorRegistry(auto_describe=True)
     if ingest_counters is not None:
         registry.register(IngestCollector(ingest_counters))
@@ -84,6 +88,8 @@ def create_app(
     app.include_router(api_admin.router)
     app.include_router(api_data.router)
     app.include_router(pages.router)
+    app.include_router(api_enrollment.router)
+    app.include_router(enrollment_pages.router)
     for extra in routers:
         app.include_router(extra)
 
