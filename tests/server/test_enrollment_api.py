@@ -283,3 +283,39 @@ async def test_the_printed_card_scans_back_to_the_same_card(
             await browser.close()
     (symbol,) = decode(Image.open(io.BytesIO(shot)).convert("L"))
     assert parse_enrollment_card(symbol.data.decode("ascii")) == card
+
+
+def test_no_input_makes_the_enrollment_api_fail(env: Env, broker: Broker) -> None:
+    """schemathesis over the enrollment operations with enrollment configured (the whole-API
+    fuzz test runs them on a server that does not enroll)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    with_enrollment(env, broker)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", env.app)
+    headers = {"Authorization": f"Bearer {env.token['admin']}"}
+    operations = [
+        op for op in (r.ok() for r in schema.get_all_operations()) if "enrollment" in op.tags
+    ]
+    assert len(operations) == 6
+    failures: list[str] = []
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def run(case: schemathesis.Case) -> None:
+            case.call_and_validate(headers=headers, checks=[not_a_server_error])
+
+        try:
+            run()
+        except Exception as exc:  # collect every operation's failure, then report them all
+            causes = getattr(exc, "exceptions", [exc])
+            failures.append(f"{operation.label}: {'; '.join(repr(c) for c in causes)}")
+    assert failures == []
