@@ -147,6 +147,8 @@ async def test_a_station_enrolls_into_the_registry_and_is_decommissioned_in_scop
     async with env.client("tech-cg") as c:
         assert (await c.post(path)).status_code == 204
         assert (await c.get(f"/api/stations/{answer.station_id}")).json()["active"] is False
+        revive = await c.patch(f"/api/stations/{answer.station_id}", json={"active": True})
+        assert revive.status_code == 409 and "enroll a new station" in revive.json()["detail"]
         assert (await c.post("/api/stations/st-2/decommission")).status_code == 404  # not enrolled
     assert mqtt_connack("127.0.0.1", broker.port, answer.station_id, answer.mqtt.password) == (
         "Not authorized"
