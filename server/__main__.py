@@ -49,12 +49,11 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         raise ConfigError("--ingest-workers must be 0 or more")
     engine = make_engine(config.database.url)
     migrate(engine)
-    routers = []
+    enrollment = None
     if config.enrollment is not None:
-        from server.enrollment_api import router_from_config
-        from server.web.deps import require_station_write
+        from server.enrollment import service_from_config
 
-        routers.append(router_from_config(config, engine, require_admin=require_station_write))
+        enrollment = service_from_config(config)
     pool = WorkerPool(
         config, workers, password=read_secret(config.mqtt.password_file), log_level=log_level
     )
@@ -65,7 +64,7 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         config.http.port,
         workers,
     )
-    app = create_app(engine, config=config, ingest_counters=pool.counters, routers=routers)
+    app = create_app(engine, config=config, ingest_counters=pool.counters, enrollment=enrollment)
     background = start_background(engine, config, app.state.lab.ctx)
     try:
         uvicorn.run(app, host=config.http.host, port=config.http.port, log_level="warning")

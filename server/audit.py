@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from server.access import Principal
 from server.models import AuditEntry, Base
 
-REDACTED = {"password_hash", "token_hash", "csrf_token"}
+REDACTED = {"password_hash", "token_hash", "csrf_token", "token_sha256"}
 
 
 def snapshot(obj: Base | None) -> dict[str, Any] | None:

@@ -17,8 +17,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def metadata() -> MetaData:
-    """Every table of the server: ``server.models`` plus the modules that define their own."""
-    import server.enrollment  # noqa: F401  (registers the enrollment tables on Base)
+    """Every table of the server (all defined in ``server.models``)."""
     from server.models import Base
 
     return Base.metadata

@@ -11,7 +11,8 @@ ServerError
     ├── ForbiddenError              403 authenticated, but the role does not allow it
     ├── NotFoundError               404 no such object in the caller's scope
     ├── ConflictError               409 the object exists already / is in use
-    └── TooManyRequestsError        429 rate-limited (login)
+    ├── TooManyRequestsError        429 rate-limited (login)
+    └── EnrollmentRefused           401/409/410/503 an enrollment token or station is refused
 """
 
 from __future__ import annotations
@@ -77,3 +78,16 @@ class ConflictError(HttpError):
 
 class TooManyRequestsError(HttpError):
     status, code = 429, "too_many_requests"
+
+
+class EnrollmentRefused(HttpError):
+    """An enrollment token, card or station was refused. ``status`` is per refusal (401 unknown
+    token, 409 used, 410 expired/cancelled/decommissioned, 503 broker unreachable, ...);
+    ``reason`` is the text the technician reads."""
+
+    code = "enrollment_refused"
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

@@ -14,6 +14,8 @@ Three groups of tables:
   materialised path), ``users``, ``user_roles`` (a role at an organisation node),
   ``auth_tokens`` (web sessions and API tokens, stored as hashes), ``login_attempts`` and the
   ``audit_log`` (who, when, what, before, after).
+- **Enrollment**: ``enrollment_tokens`` (single use, per sampling facility, stored as hashes) and
+  ``station_enrollments`` (how an enrolled station's id was made, its credentials' state).
 
 Every timestamp is timezone-aware UTC (``UtcDateTime``), on SQLite too.
 """
@@ -731,3 +733,49 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- enrollment (server/enrollment.py) ----------------------------------------------------------
+
+
+class EnrollmentTokenRow(Base):
+    """A single-use enrollment token for a sampling facility, by the SHA-256 of its text (the
+    text itself is never stored). With ``station_id`` it re-provisions that station."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    station_id: Mapped[str | None] = mapped_column(ForeignKey("stations.station_id"))
+    station_name: Mapped[str | None] = mapped_column(String(200))
+    """The name the station gets in the registry (optional)."""
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    used_at: Mapped[datetime | None] = mapped_column()
+    used_by_station: Mapped[str | None] = mapped_column(String(63))
+    cancelled_at: Mapped[datetime | None] = mapped_column()
+
+
+class StationEnrollmentRow(Base):
+    """A station that was enrolled: how its id was made and the state of its credentials.
+
+    Its facility, name and ``active`` live in ``stations`` (the registry). ``prefix`` is the
+    station-id prefix derived from the facility's code; ``number`` counts per prefix.
+    """
+
+    __tablename__ = "station_enrollments"
+    __table_args__ = (
+        UniqueConstraint("prefix", "number", name="uq_station_enrollments_prefix_number"),
+    )
+
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.station_id"), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(40))
+    number: Mapped[int] = mapped_column(Integer)
+    enrolled_at: Mapped[datetime] = mapped_column()
+    credentials_issued_at: Mapped[datetime] = mapped_column()
+    credentials_generation: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    decommissioned_at: Mapped[datetime | None] = mapped_column()

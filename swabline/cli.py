@@ -307,14 +307,19 @@ def _add_admin_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser
     p = asub.add_parser(
         "enroll-token",
         help="create a single-use, expiring enrollment token for a facility",
-        description="Create an enrollment token. It is shown once and stored only hashed. "
-        "With --station, the token re-provisions that station: its old credentials are "
-        "revoked when the token is used.",
+        description="Create an enrollment token for a sampling facility. It is shown once and "
+        "stored only hashed. With --station, the token re-provisions that station: its old "
+        "credentials are revoked when the token is used. Audited as cli:<your user>.",
     )
     p.add_argument("--config", type=Path, required=True, help="server TOML file")
-    p.add_argument("--facility", required=True, help="facility code, e.g. hn-cau-giay")
+    p.add_argument(
+        "--facility",
+        help="code of a sampling facility of the organisation tree, e.g. HN-CG-TYT (station "
+        "ids are made from it: hn-cg-tyt-01, ...); not needed with --station",
+    )
     p.add_argument("--expires-in", default="2h", help="lifetime: 30m, 2h, 1d (default 2h)")
     p.add_argument("--station", help="re-provision this existing station id")
+    p.add_argument("--name", help="name of the station in the registry (default: facility + NN)")
     p.add_argument("--card", type=Path, help="also write a printable enrollment card (HTML)")
     p.add_argument("--server-url", help="server URL printed on the card (https://...)")
     p.add_argument("--wifi-ssid", help="Wi-Fi network the station joins (on the card)")
@@ -346,7 +351,8 @@ def _add_admin_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser
         "decommission",
         help="revoke a station: the broker refuses its credentials at once",
         description="Decommission a station: its broker credentials are deleted (a connected "
-        "session is closed) and its unused enrollment tokens are cancelled.",
+        "session is closed), it becomes inactive and its unused enrollment tokens are "
+        "cancelled. Audited as cli:<your user>.",
     )
     p.add_argument("--config", type=Path, required=True, help="server TOML file")
     p.add_argument("--station", required=True, help="station id")

@@ -16,10 +16,9 @@ needs a session or an API token (see ``docs/server-api.md``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, select
@@ -29,13 +28,16 @@ from starlette.responses import Response
 from server import __version__
 from server.access import Permission
 from server.config import ServerConfig
+from server.enrollment import EnrollmentService
 from server.errors import HttpError
 from server.metrics import IngestCollector, SharedCounters
 from server.web import (
     api_admin,
     api_auth,
     api_data,
+    api_enrollment,
     api_lab,
+    enrollment_pages,
     lab_pages,
     pages,
     public_pages,
@@ -74,9 +76,10 @@ def create_app(
     *,
     config: ServerConfig | None = None,
     ingest_counters: SharedCounters | None = None,
-    routers: Sequence[APIRouter] = (),
+    enrollment: EnrollmentService | None = None,
 ) -> FastAPI:
-    """Build the web app on ``engine``, with extra ``routers`` (e.g. enrollment)."""
+    """Build the web app on ``engine``; with ``enrollment`` (broker
+    admin and endpoint) it enrolls stations, without it the enrollment routes answer 404."""
     app = FastAPI(
         title="Swabline",
         version=__version__,
@@ -86,6 +89,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.config = config or ServerConfig()
+    app.state.enrollment = enrollment
     registry = CollectorRegistry(auto_describe=True)
     if ingest_counters is not None:
         registry.register(IngestCollector(ingest_counters))
@@ -100,8 +104,8 @@ def create_app(
     app.include_router(lab_pages.router)
     app.include_router(report_pages.router)
     app.include_router(public_pages.router)
-    for extra in routers:
-        app.include_router(extra)
+    app.include_router(api_enrollment.router)
+    app.include_router(enrollment_pages.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

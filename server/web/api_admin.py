@@ -17,7 +17,15 @@ from server import orgs, users
 from server.access import Permission, Principal
 from server.audit import audit, snapshot
 from server.errors import BadRequestError, ConflictError, NotFoundError
-from server.models import Organisation, OrgKind, StationRow, Tube, User, UserRole
+from server.models import (
+    Organisation,
+    OrgKind,
+    StationEnrollmentRow,
+    StationRow,
+    Tube,
+    User,
+    UserRole,
+)
 from server.web.deps import Caller, Db, remote_addr
 from server.web.pagination import paginate
 from server.web.schemas import (
@@ -389,6 +397,12 @@ def patch_station(
     if body.name is not None:
         row.name = body.name
     if body.active is not None:
+        enrolled = db.get(StationEnrollmentRow, row.station_id)
+        if body.active and enrolled is not None and enrolled.decommissioned_at is not None:
+            raise ConflictError(
+                f"station {row.station_id!r} was decommissioned (its credentials are revoked): "
+                "enroll a new station instead"
+            )
         row.active = body.active
     row.updated_at = datetime.now(UTC)
     db.flush()

@@ -24,7 +24,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from server.access import Permission, Principal
+from server.access import Principal
 from server.auth import CSRF_HEADER, SESSION_COOKIE, authenticate
 from server.config import ServerConfig
 from server.errors import ForbiddenError, NotAuthenticatedError
@@ -117,11 +117,3 @@ def check_form_csrf(principal: Principal, token: str | None) -> None:
         or not hmac.compare_digest(token, principal.csrf_token)
     ):
         raise ForbiddenError("the form has expired; reload the page")
-
-
-def require_station_write(request: Request, principal: Caller) -> Principal:
-    """For station administration routes (enrollment tokens, decommissioning)."""
-    if not principal.can(Permission.STATION_WRITE):
-        raise ForbiddenError("your role does not allow administering stations")
-    request.state.username = principal.username
-    return principal

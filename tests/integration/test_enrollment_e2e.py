@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
 from protocol.cards import EnrollmentCard
+from server.access import system_principal
 from server.db import make_engine
-from server.enrollment import create_token
+from server.enrollment import create_token, sampling_facility
 from swabline.broker import Broker
 from tests.integration.harness import _env, mqtt_connack, start_server, wait_for
 
@@ -68,6 +70,17 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
     conf = tmp_path / "server" / "server.toml"
     agent = prov = None
     try:
+        # The province's tree, with the sampling facility the station goes to.
+        tree = tmp_path / "tree.csv"
+        tree.write_text(
+            "code,name,kind,parent_code,facility_kind\n"
+            "HN-CG,Cầu Giấy,district,TEST,\n"
+            "HN-CauGiay,Trạm Y tế Cầu Giấy,facility,HN-CG,sampling\n",
+            encoding="utf-8",
+        )
+        imported = swabline_run("admin", "--config", str(conf), "import-orgs", str(tree))
+        assert imported.returncode == 0, imported.stderr
+
         # The admin makes a token and its printable card.
         card_html = tmp_path / "card.html"
         made = swabline_run(
@@ -76,7 +89,7 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
             "--config",
             str(conf),
             "--facility",
-            "hn-cau-giay",
+            "HN-CauGiay",
             "--expires-in",
             "2h",
             "--card",
@@ -86,14 +99,20 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
         )
         assert made.returncode == 0, made.stderr
         token = made.stdout.strip()
-        assert "single use, enrolls a new station for facility hn-cau-giay" in made.stderr
+        assert "enrolls a new station (ids hn-caugiay-NN) for facility HN-CauGiay" in made.stderr
         assert stat.S_IMODE(card_html.stat().st_mode) == 0o600 and token in card_html.read_text()
-        expired = create_token(
-            make_engine(sqlite_url),
-            facility="hn-cau-giay",
-            lifetime=timedelta(minutes=5),
-            now=datetime.now(UTC) - timedelta(hours=1),
-        ).token
+        engine = make_engine(sqlite_url)
+        with Session(engine) as db:
+            root = system_principal("test")
+            expired = create_token(
+                db,
+                root,
+                facility=sampling_facility(db, root, code="HN-CauGiay"),
+                lifetime=timedelta(minutes=5),
+                now=datetime.now(UTC) - timedelta(hours=1),
+            ).token
+            db.commit()
+        engine.dispose()
 
         # An unprovisioned station waits for a card on its scanner (stdin here).
         etc, state = tmp_path / "etc", tmp_path / "state"
@@ -151,7 +170,7 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
         agent.stdin.flush()
 
         def stored() -> bool:
-            return [r["code"] for r in server.get("/api/records?station_id=hn-cau-giay-01")] == [
+            return [r["code"] for r in server.get("/api/records?station_id=hn-caugiay-01")] == [
                 "KG-RG-000123"
             ]
 
@@ -160,7 +179,7 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
 
         # Decommissioned: the broker closes its session and refuses it from now on.
         gone = swabline_run(
-            "admin", "decommission", "--config", str(conf), "--station", "hn-cau-giay-01"
+            "admin", "decommission", "--config", str(conf), "--station", "hn-caugiay-01"
         )
         assert gone.returncode == 0, gone.stderr
         wait_for(lambda: "condition offline on" in agent_log.read_text(), 10, "the agent cut off")
@@ -169,7 +188,7 @@ def test_a_station_enrolls_from_a_card_works_and_is_decommissioned(
             mqtt_connack(
                 "127.0.0.1",
                 broker.tls_port,
-                "hn-cau-giay-01",
+                "hn-caugiay-01",
                 password,
                 ca_file=str(etc / "ca.crt"),
             )
