@@ -4,7 +4,8 @@ AgentError
 ├── ConfigError (ValueError)        the station configuration is invalid
 ├── ScannerError (OSError)          a scanner cannot be opened or read
 ├── OutboxError (OSError)           the outbox cannot store a record durably
-│   └── OutboxFullError             the outbox reached its capacity; the scan was not saved
+│   ├── OutboxFullError             capacity reached or disk full; the scan was not saved
+│   └── OutboxNotReadyError         a new outbox does not know its seq floor yet
 └── UplinkError (ConnectionError)   the broker cannot be reached or refused us
 """
 
@@ -26,7 +27,11 @@ class OutboxError(AgentError, OSError):
 
 
 class OutboxFullError(OutboxError):
-    """The outbox is at capacity: the scan was refused, not saved."""
+    """The outbox is at capacity or the disk is full: the scan was refused, not saved."""
+
+
+class OutboxNotReadyError(OutboxError):
+    """A new outbox has not learnt from the server where the station's seq stopped."""
 
 
 class UplinkError(AgentError, ConnectionError):

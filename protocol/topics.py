@@ -32,6 +32,8 @@ class StationTopic(StrEnum):
     """Server -> station. ``Command``, QoS 1."""
     COMMAND_RESULTS = "command_results"
     """Station -> server. ``CommandResult``, QoS 1."""
+    SYNC = "sync"
+    """Server -> station. ``Sync`` after each birth (the highest seq the server holds), QoS 1."""
 
 
 class TopicError(ValueError):

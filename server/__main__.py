@@ -62,7 +62,7 @@ def _serve(config: ServerConfig) -> int:
     log.info("web app on http://%s:%d/", config.http.host, config.http.port)
     try:
         uvicorn.run(
-            create_app(engine),
+            create_app(engine, ingest_totals=lambda: ingest.totals),
             host=config.http.host,
             port=config.http.port,
             log_level="warning",

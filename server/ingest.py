@@ -24,7 +24,7 @@ from sqlalchemy import Engine, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from protocol import Ack, Heartbeat, PayloadError, Record, Status, decode, encode
+from protocol import Ack, Heartbeat, PayloadError, Record, Status, Sync, decode, encode
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
 from server.models import RecordRow, RejectedMessage, StationRow
@@ -94,9 +94,12 @@ class Stored:
     """What a committed batch did."""
 
     acks: dict[str, list[str]] = field(default_factory=dict)
+    syncs: dict[str, int] = field(default_factory=dict)
+    """Station -> highest seq stored, for each station whose birth was in the batch."""
     inserted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    duplicates_by_station: dict[str, int] = field(default_factory=dict)
 
 
 def _insert(engine: Engine, table: Any) -> postgresql.Insert | sqlite.Insert:
@@ -143,6 +146,9 @@ def store_batch(engine: Engine, batch: Classified) -> Stored:
                 for rid in missing:
                     if rid in known:
                         result.duplicates += 1
+                        sid = unique[rid].station_id
+                        dups = result.duplicates_by_station
+                        dups[sid] = dups.get(sid, 0) + 1
                     else:
                         rec = unique[rid]
                         msg = Message(topic(rec.station_id, StationTopic.RECORDS), encode(rec), now)
@@ -152,8 +158,20 @@ def store_batch(engine: Engine, batch: Classified) -> Stored:
                             )
                         )
         result.duplicates += len(batch.records) - len(unique)
+        for r in batch.records:
+            if unique[r.record_id] is not r:  # the same record twice in one batch
+                dups = result.duplicates_by_station
+                dups[r.station_id] = dups.get(r.station_id, 0) + 1
         result.inserted = len(inserted)
         _update_stations(session, unique.values(), batch, now)
+        born = {sid for sid, status in batch.statuses if status.state == "online"}
+        if born:
+            rows = session.execute(
+                select(StationRow.station_id, StationRow.max_seq).where(
+                    StationRow.station_id.in_(born)
+                )
+            )
+            result.syncs = {sid: int(max_seq) for sid, max_seq in rows}
         if rejections:
             session.add_all(_rejected_row(r) for r in rejections)
         result.rejected = len(batch.rejections)
@@ -313,9 +331,16 @@ class MqttIngest:
             for i in range(0, len(ids), MAX_ACK_IDS):
                 ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS])
                 self._client.publish(topic(station_id, StationTopic.ACKS), encode(ack), qos=1)
+        for station_id, max_seq in stored.syncs.items():
+            sync = Sync(max_seq=max_seq)
+            self._client.publish(topic(station_id, StationTopic.SYNC), encode(sync), qos=1)
         self.totals.inserted += stored.inserted
         self.totals.duplicates += stored.duplicates
         self.totals.rejected += stored.rejected
+        for sid, n in stored.duplicates_by_station.items():
+            by = self.totals.duplicates_by_station
+            by[sid] = by.get(sid, 0) + n
+            log.info("%d duplicate record(s) from %s: already stored, acknowledged again", n, sid)
         if self._on_stored is not None:
             self._on_stored(stored)
 

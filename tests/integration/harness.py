@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,6 +100,8 @@ class AgentProc:
     proc: subprocess.Popen[bytes]
     outbox: Path
     log: Path
+    log_start: int = 0
+    """Where this run's lines begin in ``log`` (the file is shared by restarts)."""
     sent: list[str] = field(default_factory=list)
 
     def feed(self, codes: list[str]) -> None:
@@ -106,6 +109,25 @@ class AgentProc:
         self.proc.stdin.write("".join(c + "\n" for c in codes).encode())
         self.proc.stdin.flush()
         self.sent.extend(codes)
+
+    def log_text(self) -> str:
+        """This run's log lines."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the agent accepts scans (a new outbox first learns its seq floor)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited: {self.log_text()}")
+            text = self.log_text()
+            if "starting (" not in text:
+                return False
+            return "new outbox" not in text or "scans are accepted" in text
+
+        wait_for(ready, timeout, f"agent {self.station_id} to accept scans")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -116,33 +138,58 @@ class AgentProc:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
         return self.proc.returncode
 
 
 def start_agent(
-    workdir: Path, broker: Broker, station_id: str, *, extra_mqtt: str = "", port: int | None = None
+    workdir: Path,
+    broker: Broker,
+    station_id: str,
+    *,
+    extra_mqtt: str = "",
+    extra_outbox: str = "",
+    port: int | None = None,
+    outbox: Path | None = None,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
 ) -> AgentProc:
+    """Start ``swabline agent`` reading codes from its stdin (``AgentProc.feed``).
+
+    By default waits until the agent accepts scans; ``port`` points it elsewhere than the
+    broker (e.g. a ``TcpProxy``), ``outbox`` elsewhere than ``workdir/<station>/outbox``.
+    """
     d = workdir / station_id
     d.mkdir(parents=True, exist_ok=True)
     secret = d / "mqtt.secret"
     secret.write_text(broker.users[station_id])
-    outbox = d / "outbox.json"
+    outbox = outbox or d / "outbox"
     conf = d / "station.toml"
     conf.write_text(
         f'station_id = "{station_id}"\n\n'
         f'[mqtt]\nhost = "{broker.host}"\nport = {port or broker.port}\n'
-        f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n{extra_mqtt}\n'
+        f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n'
+        "reconnect_min_s = 0.2\nreconnect_max_s = 2\n"
+        f"{extra_mqtt}\n"
         '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{outbox}"\n\n[feedback]\ntype = "log"\n'
+        f'[outbox]\npath = "{outbox}"\n{extra_outbox}\n[feedback]\ntype = "log"\n'
     )
     log = d / "agent.log"
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swabline", "agent", "--config", str(conf)],
             stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env={**_env(), **(env or {})},
         )
-    return AgentProc(station_id, proc, outbox, log)
+    agent = AgentProc(station_id, proc, outbox, log, start)
+    if wait_ready:
+        try:
+            agent.wait_ready()
+        except AssertionError as exc:
+            agent.stop(signal.SIGKILL)
+            raise AssertionError(f"{exc}; its log:\n{agent.log_text()}") from None
+    return agent

@@ -22,8 +22,9 @@ def test_1000_codes_from_three_stations_land_exactly_once(
     tmp_path: Path, broker: Broker, sqlite_url: str
 ) -> None:
     server = start_server(tmp_path / "server", broker, sqlite_url)
-    agents = [start_agent(tmp_path, broker, f"st-{i}") for i in (1, 2, 3)]
+    agents = []
     try:
+        agents.extend(start_agent(tmp_path, broker, f"st-{i}") for i in (1, 2, 3))
         codes = [f"TUBE-{i:05d}" for i in range(1000)]
         for i, agent in enumerate(agents):
             agent.feed(codes[i::3])
