@@ -633,7 +633,7 @@ class JournalStorage(Storage):
                 kept,
             )
             self.compact(full=True)
-        elif self._journal_size >= self.compact_bytes:
+        elif self._journal_size >= self.compact_bytes or len(self._dirty) > _MAX_DIRTY:
             self.compact()
         self.trim()
 

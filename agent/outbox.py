@@ -33,6 +33,7 @@ CACHE_TABLES = 8
 """Unchanged tables kept in memory; the backlog's other segments stay on disk until needed."""
 _META = "meta"
 _RECORDS = "records."
+_LEGACY_RECORDS = "records"
 _ACKED = "acked."
 
 
@@ -273,6 +274,8 @@ class TinyDbOutbox:
     # -- internals ------------------------------------------------------------------------
 
     def _load(self) -> None:
+        if _LEGACY_RECORDS in self._db.tables():
+            self._migrate_legacy()
         names = self._db.tables()
         for name in names:
             if name.startswith(_ACKED):
@@ -313,6 +316,15 @@ class TinyDbOutbox:
             # A new outbox knows nothing of a previous install; one with history (an outbox
             # from before this flag existed) knows its own sequence.
             self._set_meta({"seq_floor_known": bool(names - {_META})})
+
+    def _migrate_legacy(self) -> None:
+        """Move the records of a walking-skeleton outbox (one ``records`` table) into segments."""
+        docs = dict(self._raw(_LEGACY_RECORDS))
+        with self._transaction():
+            for key, doc in sorted(docs.items(), key=lambda kv: int(kv[0])):
+                self._table(_RECORDS, _segment(int(key))).insert(Document(dict(doc), int(key)))
+            self._db.drop_table(_LEGACY_RECORDS)
+        log.info("moved %d record(s) of an older outbox into segments", len(docs))
 
     def _raw(self, name: str) -> Mapping[str, Any]:
         tables = self._db.storage.read() or {}

@@ -136,6 +136,8 @@ class Broker:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
             self._proc = None
 
     def stop(self) -> None:
