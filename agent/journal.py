@@ -53,6 +53,7 @@ from agent.errors import OutboxError
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal"
+RESERVE = "reserve"
 _TABLE_PREFIX = "t-"
 _TABLE_SUFFIX = ".json"
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -238,6 +239,10 @@ class JournalStorage(Storage):
         cache_tables: keep at most this many unchanged tables in memory; the others are read
             from their snapshot file when TinyDB next uses them (None: keep everything, as
             TinyDB's own storages do). Call ``trim`` between operations to apply it.
+        reserve_bytes: disk space set aside (a file of zeros) for maintenance writes: when the
+            disk is full, writes inside ``maintenance()`` (acknowledgements, purges, counters)
+            and compactions release the reserve and go on, while other writes fail with
+            ``ENOSPC`` until there is room for the reserve again. 0: no reserve.
         file_ops: the system calls used to write (tests inject ``ENOSPC`` here).
 
     ``write`` returns only after the change is on disk (``fdatasync``), except inside
@@ -253,12 +258,17 @@ class JournalStorage(Storage):
         *,
         compact_bytes: int = 1 << 20,
         cache_tables: int | None = None,
+        reserve_bytes: int = 0,
         file_ops: FileOps | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
         self.compact_bytes = compact_bytes
         self.cache_tables = cache_tables
+        self.reserve_bytes = reserve_bytes
+        self.low_space = False
+        """The disk is (nearly) full: only maintenance writes are accepted."""
+        self._maintenance = 0
         self.stats = StorageStats()
         self._ops = file_ops or FileOps()
         self._lock = threading.RLock()
@@ -274,6 +284,7 @@ class JournalStorage(Storage):
         self._relaxed = 0
         self._unsynced = False
         self._next_compact = compact_bytes
+        self._compact_failed_at: int | None = None
         self._broken: OSError | None = None
         self._journal_fd = -1
         self._journal_size = 0
@@ -283,6 +294,7 @@ class JournalStorage(Storage):
         self._load()
         if legacy is not None:
             self._import_legacy(*legacy)
+        self._make_reserve()
 
     # -- TinyDB's Storage interface -------------------------------------------------------
 
@@ -344,7 +356,14 @@ class JournalStorage(Storage):
         serial = self._serial + 1
         line = encode_line({"n": serial, "ops": ops})
         try:
-            self._append(line)
+            if self.low_space and not self._maintenance and not self._make_reserve():
+                raise OSError(errno.ENOSPC, "disk full (the space left is kept for maintenance)")
+            try:
+                self._append(line)
+            except OSError as exc:
+                if not (is_disk_full(exc) and self._maintenance and self._release_reserve()):
+                    raise
+                self._append(line)
         except OSError:
             self._rollback_docs()
             raise
@@ -352,7 +371,11 @@ class JournalStorage(Storage):
         self.stats.writes += 1
 
     def _after_write(self) -> None:
-        if self._journal_size >= self._next_compact or len(self._dirty) > _MAX_DIRTY:
+        many_dirty = len(self._dirty) > _MAX_DIRTY and (
+            self._compact_failed_at is None
+            or self._journal_size >= self._compact_failed_at + self.compact_bytes // 8
+        )
+        if self._journal_size >= self._next_compact or many_dirty:
             self.compact()
         self.trim()
 
@@ -378,6 +401,18 @@ class JournalStorage(Storage):
         finally:
             with self._lock:
                 self._relaxed -= 1
+
+    @contextlib.contextmanager
+    def maintenance(self) -> Iterator[None]:
+        """Writes inside this block may use the space reserve when the disk is full (they are
+        what frees space: acknowledgements, purges; or what must never stop: counters)."""
+        with self._lock:
+            self._maintenance += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._maintenance -= 1
 
     def sync(self) -> None:
         """Make relaxed writes durable now."""
@@ -420,6 +455,15 @@ class JournalStorage(Storage):
         written, e.g. for lack of space; the caller's data is never at risk.
         """
         with self._lock:
+            # The space reserve is for the journal lines that free space; a compaction first
+            # needs room for new snapshot files, so it only runs in the space that is free.
+            error = self._compact(full)
+            if error is None and self.low_space:
+                self._make_reserve()
+            return error is None
+
+    def _compact(self, full: bool) -> OSError | None:
+        with self._lock:
             names = set(self._tables) if full else self._dirty & set(self._tables)
             try:
                 for name in sorted(names):
@@ -439,17 +483,20 @@ class JournalStorage(Storage):
                 os.ftruncate(self._journal_fd, 0)
                 self._ops.fsync(self._journal_fd)
             except OSError as exc:
+                if not (is_disk_full(exc) and self.low_space):
+                    log.warning("compaction postponed (the journal stays complete): %s", exc)
                 self._next_compact = self._journal_size + self.compact_bytes
-                log.warning("outbox compaction postponed (the journal stays complete): %s", exc)
-                return False
+                self._compact_failed_at = self._journal_size
+                return exc
             self.stats.syncs += 1
             self.stats.compactions += 1
             self._journal_size = 0
             self._unsynced = False
             self._next_compact = self.compact_bytes
+            self._compact_failed_at = None
             self._dirty.clear()
             self._dropped.clear()
-            return True
+            return None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -556,6 +603,60 @@ class JournalStorage(Storage):
             raise
         self.stats.snapshot_bytes += len(data)
         self.stats.syncs += 1
+
+    def _make_reserve(self) -> bool:
+        """Set the space reserve aside (again); False if the disk has no room for it."""
+        if self.reserve_bytes <= 0:
+            return True
+        reserve = self.path / RESERVE
+        with contextlib.suppress(OSError):
+            if reserve.stat().st_size >= self.reserve_bytes:
+                self.low_space = False
+                return True
+        if self.low_space:
+            st = os.statvfs(self.path)
+            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
+                return False  # not worth trying yet
+        tmp = self.path / f".{RESERVE}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                zeros = bytes(min(self.reserve_bytes, 1 << 16))
+                left = self.reserve_bytes
+                while left > 0:
+                    self._write_all(fd, zeros[:left])
+                    left -= len(zeros)
+                self._ops.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, reserve)
+            self._fsync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not is_disk_full(exc):
+                raise
+            if not self.low_space:
+                log.warning("disk full: only acknowledgements and purges are written now")
+            self.low_space = True
+            return False
+        if self.low_space:
+            log.info("disk space is back: records are accepted again")
+        self.low_space = False
+        return True
+
+    def _release_reserve(self) -> bool:
+        """Free the space reserve for a maintenance write; False if there was none."""
+        reserve = self.path / RESERVE
+        if self.reserve_bytes <= 0 or not reserve.exists():
+            return False
+        reserve.unlink()
+        with contextlib.suppress(OSError):
+            self._fsync_dir()
+        if not self.low_space:
+            log.warning("disk full: using the space reserve for acknowledgements and purges")
+        self.low_space = True
+        return True
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)

@@ -132,7 +132,11 @@ class MqttUplink:
 
     def _connect_once(self) -> None:
         self.attempts += 1
-        conn = self._new_connection()
+        try:
+            conn = self._new_connection()
+        except OSError as exc:  # the bd_seq counter could not be stored
+            log.error("cannot prepare a connection: %s", exc)
+            return
         client = conn.client
         try:
             client.connect(self._host, self._port, self._keepalive)

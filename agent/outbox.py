@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SEGMENT_SIZE = 250
 CACHE_TABLES = 8
 """Unchanged tables kept in memory; the backlog's other segments stay on disk until needed."""
+RESERVE_BYTES = 256 * 1024
+"""Disk space kept for acknowledgements and purges, so that a full station can recover."""
 _META = "meta"
 _RECORDS = "records."
 _LEGACY_RECORDS = "records"
@@ -77,7 +79,13 @@ class TinyDbOutbox:
         self.warn_at_pct = warn_at_pct
         self._wall = wall
         if storage_args is None:
-            storage_args = {"cache_tables": CACHE_TABLES} if storage is JournalStorage else {}
+            storage_args = {}
+        if storage is JournalStorage:
+            storage_args = {
+                "cache_tables": CACHE_TABLES,
+                "reserve_bytes": RESERVE_BYTES,
+                **storage_args,
+            }
         try:
             self._db = TinyDB(path, storage=storage, **storage_args)
         except (OSError, ValueError) as exc:
@@ -127,10 +135,15 @@ class TinyDbOutbox:
                 raise OutboxFullError(f"outbox holds {len(self._ids)} unacknowledged records")
             seqs = ", ".join(str(r.seq) for r in records)
             try:
-                with self._transaction():
-                    for r in records:
-                        doc = Document(r.model_dump(mode="json"), doc_id=r.seq)
-                        self._table(_RECORDS, _segment(r.seq)).insert(doc)
+                try:
+                    self._insert(records)
+                except OSError as exc:
+                    if not (is_disk_full(exc) and self._acked_count):
+                        raise
+                    # Delivered records may go early when the disk is full; then try again.
+                    log.warning("disk full: purging acknowledged records early")
+                    self._purge_locked(lambda at: True)
+                    self._insert(records)
             except OSError as exc:
                 if is_disk_full(exc):
                     raise OutboxFullError(f"disk full: record(s) {seqs} not stored") from exc
@@ -141,6 +154,12 @@ class TinyDbOutbox:
                 self._pending.setdefault(_segment(r.seq), set()).add(r.seq)
                 self._ids[r.record_id] = r.seq
             self._last_seq = last
+
+    def _insert(self, records: Sequence[Record]) -> None:
+        with self._transaction():
+            for r in records:
+                doc = Document(r.model_dump(mode="json"), doc_id=r.seq)
+                self._table(_RECORDS, _segment(r.seq)).insert(doc)
 
     def pending(self, limit: int | None = None, *, after_seq: int = 0) -> list[Record]:
         """Unacknowledged records with a seq above ``after_seq``, in sequence order."""
@@ -172,7 +191,7 @@ class TinyDbOutbox:
             for seq in seqs:
                 by_seg.setdefault(_segment(seq), []).append(seq)
             try:
-                with self._relaxed():
+                with self._relaxed(), self._maintenance():
                     for seg, part in by_seg.items():
                         self._table(_ACKED, seg).insert_multiple(
                             Document({"at": now}, doc_id=s) for s in part
@@ -350,12 +369,16 @@ class TinyDbOutbox:
 
     def _set_meta(self, fields: dict[str, Any]) -> None:
         try:
-            if self._meta.contains(doc_id=1):
-                self._meta.update(fields, doc_ids=[1])
-            else:
-                self._meta.insert(Document(fields, doc_id=1))
+            with self._maintenance():
+                self._write_meta(fields)
         except OSError as exc:
             raise OutboxError(f"cannot update the outbox counters: {exc}") from exc
+
+    def _write_meta(self, fields: dict[str, Any]) -> None:
+        if self._meta.contains(doc_id=1):
+            self._meta.update(fields, doc_ids=[1])
+        else:
+            self._meta.insert(Document(fields, doc_id=1))
 
     def _trim(self) -> None:
         storage = self._db.storage
@@ -366,41 +389,23 @@ class TinyDbOutbox:
         storage = self._db.storage
         return storage.transaction() if isinstance(storage, JournalStorage) else nullcontext()
 
+    def _maintenance(self) -> AbstractContextManager[None]:
+        storage = self._db.storage
+        return storage.maintenance() if isinstance(storage, JournalStorage) else nullcontext()
+
     def _relaxed(self) -> AbstractContextManager[None]:
         storage = self._db.storage
         return storage.relaxed() if isinstance(storage, JournalStorage) else nullcontext()
 
     def _purge_locked(self, old: Callable[[float], bool], limit: int | None = None) -> int:
-        purged = 0
         if not self._acked:
             return 0
         meta_last = int(self._meta_doc().get("last_seq", 0))
         if meta_last < self._last_seq:  # purging may remove the highest seq: remember it first
             self._set_meta({"last_seq": self._last_seq})
         try:
-            for seg in sorted(self._acked):
-                if limit is not None and purged >= limit:
-                    break
-                acked = self._acked[seg]
-                gone = [s for s, at in acked.items() if old(at)]
-                if not gone:
-                    continue
-                records, acks = self._table(_RECORDS, seg), self._table(_ACKED, seg)
-                with self._transaction():
-                    if len(gone) == len(acked) and seg not in self._pending:
-                        self._db.drop_table(records.name)
-                        self._db.drop_table(acks.name)
-                        self._tables.pop(records.name, None)
-                        self._tables.pop(acks.name, None)
-                    else:
-                        records.remove(doc_ids=gone)
-                        acks.remove(doc_ids=gone)
-                for s in gone:
-                    del acked[s]
-                if not acked:
-                    del self._acked[seg]
-                self._acked_count -= len(gone)
-                purged += len(gone)
+            with self._maintenance():
+                purged = self._purge_segments(old, limit)
         except OSError as exc:
             raise OutboxError(f"cannot purge acknowledged records: {exc}") from exc
         if purged:
@@ -408,4 +413,31 @@ class TinyDbOutbox:
             if isinstance(storage, JournalStorage):
                 storage.compact()  # so that the purged personal data leaves the files too
             log.info("purged %d acknowledged record(s) from the outbox", purged)
+        return purged
+
+    def _purge_segments(self, old: Callable[[float], bool], limit: int | None) -> int:
+        purged = 0
+        for seg in sorted(self._acked):
+            if limit is not None and purged >= limit:
+                break
+            acked = self._acked[seg]
+            gone = [s for s, at in acked.items() if old(at)]
+            if not gone:
+                continue
+            records, acks = self._table(_RECORDS, seg), self._table(_ACKED, seg)
+            with self._transaction():
+                if len(gone) == len(acked) and seg not in self._pending:
+                    self._db.drop_table(records.name)
+                    self._db.drop_table(acks.name)
+                    self._tables.pop(records.name, None)
+                    self._tables.pop(acks.name, None)
+                else:
+                    records.remove(doc_ids=gone)
+                    acks.remove(doc_ids=gone)
+            for s in gone:
+                del acked[s]
+            if not acked:
+                del self._acked[seg]
+            self._acked_count -= len(gone)
+            purged += len(gone)
         return purged

@@ -17,6 +17,7 @@ from agent.identity import uuid7
 from agent.journal import FileOps, JournalStorage
 from agent.outbox import SEGMENT_SIZE, TinyDbOutbox
 from protocol import Record
+from tests.integration.harness import small_disk
 
 PERSON = "079303001234|025123456|Nguyễn Thị Bình|15082003|Nữ|12 Lê Lợi, Q.1|20042021"
 
@@ -206,3 +207,30 @@ def test_an_outbox_from_the_walking_skeleton_is_taken_over(tmp_path: Path) -> No
         assert outbox.pending() == kept
         assert outbox.last_seq() == 4
         assert outbox.next_counter("bd_seq") == 8
+
+
+def test_a_full_disk_still_takes_acknowledgements_and_recovers(tmp_path: Path) -> None:
+    """A real 1 MiB file system: fill it, deliver, and scans are accepted again."""
+    with small_disk(tmp_path / "disk", 1024) as disk:
+        outbox = ready_outbox(disk / "ob")
+        saved: list[Record] = []
+        with pytest.raises(OutboxFullError, match="disk full"):
+            for seq in range(1, 100_000):
+                r = record(seq, PERSON)
+                outbox.append(r)
+                saved.append(r)
+        assert len(saved) > 100
+        assert outbox.pending() == saved  # everything that was accepted is there, complete
+        with pytest.raises(OutboxFullError):
+            outbox.append(record(len(saved) + 1))
+        # The server acknowledges: those writes must still work on the full disk.
+        for i in range(0, len(saved), 100):
+            assert len(outbox.acknowledge([r.record_id for r in saved[i : i + 100]])) == len(
+                saved[i : i + 100]
+            )
+        assert len(outbox) == 0
+        later = record(len(saved) + 1)
+        outbox.append(later)  # delivered records made room
+        outbox.close()
+        with TinyDbOutbox(disk / "ob") as again:
+            assert again.pending() == [later]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,27 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def small_disk(mountpoint: Path, size_kib: int) -> Iterator[Path]:
+    """A real, tiny file system (tmpfs) at ``mountpoint``, for disk-full tests.
+
+    Mounting needs root, or passwordless sudo (as on CI machines).
+    """
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    cmd = [*sudo, "mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0777", "tmpfs"]
+    done = subprocess.run([*cmd, str(mountpoint)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AssertionError(
+            "disk-full tests mount a small tmpfs and need root or passwordless sudo: "
+            + done.stderr.strip()
+        )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run([*sudo, "umount", "-l", str(mountpoint)], check=False)
 
 
 def _env() -> dict[str, str]:
