@@ -361,7 +361,10 @@ class JournalStorage(Storage):
             try:
                 self._append(line)
             except OSError as exc:
-                if not (is_disk_full(exc) and self._maintenance and self._release_reserve()):
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full()
+                if not (self._maintenance and self._release_reserve()):
                     raise
                 self._append(line)
         except OSError:
@@ -375,7 +378,8 @@ class JournalStorage(Storage):
             self._compact_failed_at is None
             or self._journal_size >= self._compact_failed_at + self.compact_bytes // 8
         )
-        if self._journal_size >= self._next_compact or many_dirty:
+        # On a full disk, compaction waits for a purge (which frees space and compacts).
+        if not self.low_space and (self._journal_size >= self._next_compact or many_dirty):
             self.compact()
         self.trim()
 
@@ -466,10 +470,7 @@ class JournalStorage(Storage):
         with self._lock:
             names = set(self._tables) if full else self._dirty & set(self._tables)
             try:
-                for name in sorted(names):
-                    table = self._tables[name]
-                    if not isinstance(table, _ColdTable):  # a cold table's file is current
-                        self._write_snapshot(name, table)
+                # Dropped tables first: that frees space (their drop is in the journal).
                 existing = {table_file(n) for n in self._tables}
                 stale = (
                     {f.name for f in self.path.glob(f"{_TABLE_PREFIX}*{_TABLE_SUFFIX}")}
@@ -479,6 +480,10 @@ class JournalStorage(Storage):
                 for fname in stale - existing:
                     with contextlib.suppress(FileNotFoundError):
                         (self.path / fname).unlink()
+                for name in sorted(names):
+                    table = self._tables[name]
+                    if not isinstance(table, _ColdTable):  # a cold table's file is current
+                        self._write_snapshot(name, table)
                 self._fsync_dir()
                 os.ftruncate(self._journal_fd, 0)
                 self._ops.fsync(self._journal_fd)
@@ -605,45 +610,47 @@ class JournalStorage(Storage):
         self.stats.syncs += 1
 
     def _make_reserve(self) -> bool:
-        """Set the space reserve aside (again); False if the disk has no room for it."""
+        """Set the space reserve aside (again) if there is room; False if the disk is full."""
         if self.reserve_bytes <= 0:
+            self.low_space = False
             return True
         reserve = self.path / RESERVE
-        with contextlib.suppress(OSError):
-            if reserve.stat().st_size >= self.reserve_bytes:
-                self.low_space = False
-                return True
+        present = reserve.exists() and reserve.stat().st_size >= self.reserve_bytes
         if self.low_space:
             st = os.statvfs(self.path)
             if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
-                return False  # not worth trying yet
-        tmp = self.path / f".{RESERVE}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                return False  # still full: keep refusing without trying to write
+        if not present:
+            tmp = self.path / f".{RESERVE}.tmp"
             try:
-                zeros = bytes(min(self.reserve_bytes, 1 << 16))
-                left = self.reserve_bytes
-                while left > 0:
-                    self._write_all(fd, zeros[:left])
-                    left -= len(zeros)
-                self._ops.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, reserve)
-            self._fsync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not is_disk_full(exc):
-                raise
-            if not self.low_space:
-                log.warning("disk full: only acknowledgements and purges are written now")
-            self.low_space = True
-            return False
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    zeros = bytes(min(self.reserve_bytes, 1 << 16))
+                    left = self.reserve_bytes
+                    while left > 0:
+                        self._write_all(fd, zeros[:left])
+                        left -= len(zeros)
+                    self._ops.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, reserve)
+                self._fsync_dir()
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full()
+                return False
         if self.low_space:
             log.info("disk space is back: records are accepted again")
         self.low_space = False
         return True
+
+    def _disk_full(self) -> None:
+        if not self.low_space:
+            log.warning("disk full: only acknowledgements, purges and counters are written now")
+        self.low_space = True
 
     def _release_reserve(self) -> bool:
         """Free the space reserve for a maintenance write; False if there was none."""
@@ -653,9 +660,7 @@ class JournalStorage(Storage):
         reserve.unlink()
         with contextlib.suppress(OSError):
             self._fsync_dir()
-        if not self.low_space:
-            log.warning("disk full: using the space reserve for acknowledgements and purges")
-        self.low_space = True
+        self._disk_full()
         return True
 
     def _fsync_dir(self) -> None:
