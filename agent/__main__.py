@@ -76,6 +76,7 @@ def _run_station(config: StationConfig) -> int:
         capacity=outbox_config.capacity,
         warn_at_pct=outbox_config.warn_at_pct,
         wall=clock.wall,
+        storage_args={"compact_bytes": outbox_config.compact_kib * 1024},
     ) as outbox:
         uplink = MqttUplink(
             station_id=config.station_id,

@@ -85,6 +85,12 @@ class OutboxConfig(_Section):
     acked_retention_h: float = Field(
         24.0, ge=0, le=24 * 365, description="Acknowledged records are purged after this long."
     )
+    compact_kib: int = Field(
+        1024,
+        ge=4,
+        le=1024 * 1024,
+        description="Rewrite changed segments and empty the journal past this size (KiB).",
+    )
 
 
 class FeedbackConfig(_Section):

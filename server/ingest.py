@@ -166,12 +166,12 @@ def store_batch(engine: Engine, batch: Classified) -> Stored:
         _update_stations(session, unique.values(), batch, now)
         born = {sid for sid, status in batch.statuses if status.state == "online"}
         if born:
-            rows = session.execute(
+            floors = session.execute(
                 select(StationRow.station_id, StationRow.max_seq).where(
                     StationRow.station_id.in_(born)
                 )
             )
-            result.syncs = {sid: int(max_seq) for sid, max_seq in rows}
+            result.syncs = {sid: int(max_seq) for sid, max_seq in floors}
         if rejections:
             session.add_all(_rejected_row(r) for r in rejections)
         result.rejected = len(batch.rejections)

@@ -22,7 +22,7 @@ def station_toml(station_id: str, broker: Broker, workdir: Path, password_file: 
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
         f'password_file = "{password_file}"\n\n'
         '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{workdir / station_id / "outbox.json"}"\n\n'
+        f'[outbox]\npath = "{workdir / station_id / "outbox"}"\n\n'
         '[feedback]\ntype = "log"\n'
     )
 
