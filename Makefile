@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTHON3 ?= python3
 
-.PHONY: demo test check lint format typecheck pytest chaos bench venv system-deps-demo system-deps-test lock clean
+.PHONY: demo test check lint format typecheck pytest chaos bench bench-outbox venv system-deps-demo system-deps-test lock clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON3) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -41,11 +41,16 @@ typecheck: venv
 pytest: venv
 	$(VENV)/bin/pytest -m "not chaos"
 
+# The full fault-injection suite (make test runs a reduced one); prints a tally per scenario.
 chaos: system-deps-test venv
-	$(VENV)/bin/pytest -m chaos -s tests/integration
+	$(VENV)/bin/pytest -m chaos tests/integration/test_chaos.py
 
 bench: system-deps-test venv
 	$(PY) -m bench
+
+# Outbox latency, bytes per scan, drain rate and memory (see bench/bench_outbox.py).
+bench-outbox: system-deps-test venv
+	$(PY) -m bench.bench_outbox
 
 # Regenerate the pinned versions after changing dependencies in pyproject.toml.
 lock: venv

@@ -32,6 +32,7 @@ class _Connection:
         self.up = False
         self.lost = threading.Event()
         self.established = threading.Event()
+        """Set when the attempt is over: accepted (``up``), refused or lost."""
 
 
 class MqttUplink:
@@ -244,7 +245,10 @@ class MqttUplink:
     def _on_disconnect(self, conn: _Connection, rc: ReasonCode) -> None:
         if conn.up and not self._closing.is_set():
             log.warning("connection to the broker lost: %s", rc)
+        elif not conn.up:
+            log.warning("the broker closed the connection before accepting it: %s", rc)
         conn.lost.set()
+        conn.established.set()  # the attempt is over, whatever its outcome
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         kind = msg.topic.rsplit("/", 1)[-1]

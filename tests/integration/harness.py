@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -52,6 +54,48 @@ def small_disk(mountpoint: Path, size_kib: int) -> Iterator[Path]:
         subprocess.run([*sudo, "umount", "-l", str(mountpoint)], check=False)
 
 
+SAVED_LINE = re.compile(r"saved record ([0-9a-f-]{36}) seq (\d+)")
+"""What the station logs when it signals SAVED (once the record is synced to disk)."""
+
+
+def saved_in_log(log: Path) -> dict[str, int]:
+    """Record id -> seq of every record signalled as saved, over every run sharing ``log``."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {rid: int(seq) for rid, seq in SAVED_LINE.findall(text)}
+
+
+class Feeder:
+    """Feeds codes to agents at a steady pace from a thread, surviving agent restarts.
+
+    ``agents()`` is asked for the current agents each time, so a test can restart them.
+    """
+
+    def __init__(self, prefix: str, interval_s: float, agents: Callable[[], list[AgentProc]]):
+        self.prefix, self.interval_s, self.agents = prefix, interval_s, agents
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"feeder-{prefix}", daemon=True)
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for agent in self.agents():
+                code = f"{self.prefix}-{agent.station_id}-{self.sent:06d}"
+                with contextlib.suppress(OSError, ValueError):  # a killed agent: try the next
+                    agent.feed([code])
+            self.sent += 1
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -64,6 +108,7 @@ class ServerProc:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    log_start: int = 0
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as r:
@@ -92,6 +137,7 @@ def start_server(workdir: Path, broker: Broker, db_url: str, *, extra: str = "")
         f'[http]\nhost = "127.0.0.1"\nport = {port}\n' + extra
     )
     log = workdir / "server.log"
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swabline", "server", "--config", str(conf)],
@@ -100,14 +146,19 @@ def start_server(workdir: Path, broker: Broker, db_url: str, *, extra: str = "")
             env=_env(),
             cwd=workdir,
         )
-    server = ServerProc(proc, f"http://127.0.0.1:{port}", log)
+    server = ServerProc(proc, f"http://127.0.0.1:{port}", log, start)
+
+    def this_run() -> str:
+        with log.open("rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()}")
+            raise AssertionError(f"server exited: {this_run()}")
         try:
             server.get("/healthz")
-            return "ingest connected" in log.read_text()
+            return "ingest connected" in this_run()
         except OSError:
             return False
 
@@ -130,6 +181,10 @@ class AgentProc:
         self.proc.stdin.write("".join(c + "\n" for c in codes).encode())
         self.proc.stdin.flush()
         self.sent.extend(codes)
+
+    def saved(self) -> dict[str, int]:
+        """Record id -> seq of every record this run signalled as saved."""
+        return {rid: int(seq) for rid, seq in SAVED_LINE.findall(self.log_text())}
 
     def log_text(self) -> str:
         """This run's log lines."""
