@@ -308,8 +308,12 @@ def records_in(entry: dict[str, object] | None) -> set[str]:
     }
 
 
-def tear(outbox: Path, rng: random.Random, anywhere: bool) -> set[str]:
-    """Truncate the journal as a crash mid-write would; returns the records it destroyed."""
+def tear(outbox: Path, rng: random.Random, anywhere_after: int | None) -> set[str]:
+    """Truncate the journal as a crash mid-write would; returns the records it destroyed.
+
+    Cuts inside the last line (a torn last write), or, with ``anywhere_after``, at any offset
+    past it (the writes of a session lost from some point on).
+    """
     journal = outbox / JOURNAL
     data = journal.read_bytes()
     lines = list(scan_journal(data))
@@ -318,8 +322,8 @@ def tear(outbox: Path, rng: random.Random, anywhere: bool) -> set[str]:
         torn = table.read_bytes()
         (outbox / f".{table.name}.tmp").write_bytes(torn[: rng.randrange(len(torn))])
         return set()
-    if anywhere:
-        cut = rng.randrange(len(data) + 1)
+    if anywhere_after is not None and anywhere_after < len(data):
+        cut = rng.randrange(anywhere_after, len(data) + 1)
     else:
         cut = rng.randrange(lines[-1].start, lines[-1].end)  # inside the last line
     journal.write_bytes(data[:cut])
@@ -341,11 +345,13 @@ def test_outbox_torn_by_a_crash_mid_write(
                 if trial:
                     agent = start_agent(tmp_path, broker, "st-1", port=proxy.port,
                                         extra_mqtt=FAST)  # fmt: skip
+                before = (agent.outbox / JOURNAL).stat().st_size
                 agent.feed([f"TORN-{trial:03d}-{i:02d}" for i in range(20)])
                 wait_for(lambda a=agent: len(a.saved()) == 20, 30, "20 scans saved")
                 kill(agent)
-                # Mostly a torn last write; in the full run also cuts anywhere in the journal.
-                destroyed |= tear(agent.outbox, rng, anywhere=size is FULL and trial % 2 == 1)
+                # A torn last write; in the full run also cuts anywhere in this session's writes.
+                anywhere = before if size is FULL and trial % 2 == 1 else None
+                destroyed |= tear(agent.outbox, rng, anywhere)
             proxy.restore()
             agent = start_agent(tmp_path, broker, "st-1", port=proxy.port, extra_mqtt=FAST)
             check(f"e: torn outbox x{size.torn_trials}", size, engine, [agent.log],
