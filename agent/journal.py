@@ -40,7 +40,14 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import (
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -178,6 +185,55 @@ class _ColdTable(Mapping[str, Any]):
         return self._docs().values()
 
 
+class _TablesView(MutableMapping[str, Any]):
+    """What ``read`` hands to TinyDB: the live tables, with TinyDB's changes kept aside.
+
+    TinyDB reads the whole database, replaces one table (or deletes one) and writes the whole
+    database back; with this view, ``write`` finds what changed without looking at every table,
+    so the cost of a change does not grow with the number of tables.
+    """
+
+    __slots__ = ("_base", "deleted", "replaced")
+
+    def __init__(self, base: dict[str, Any]) -> None:
+        self._base = base
+        self.replaced: dict[str, Any] = {}
+        self.deleted: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.replaced:
+            return self.replaced[name]
+        if name in self.deleted:
+            raise KeyError(name)
+        return self._base[name]
+
+    def __setitem__(self, name: str, table: Any) -> None:
+        self.replaced[name] = table
+        self.deleted.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.replaced.pop(name, None)
+        if name in self._base:
+            self.deleted.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        if name in self.replaced:
+            return True
+        return name not in self.deleted and name in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        for name in list(self._base):
+            if name not in self.deleted and name not in self.replaced:
+                yield name
+        yield from list(self.replaced)
+
+    def __len__(self) -> int:
+        added = sum(1 for name in self.replaced if name not in self._base)
+        return len(self._base) - len(self.deleted) + added
+
+
 def encode_line(obj: Any) -> bytes:
     """One checksummed line: CRC-32 of the JSON in hex, a space, the JSON, a newline."""
     payload = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
@@ -298,16 +354,21 @@ class JournalStorage(Storage):
 
     # -- TinyDB's Storage interface -------------------------------------------------------
 
-    def read(self) -> dict[str, Any] | None:
+    def read(self) -> MutableMapping[str, Any] | None:  # type: ignore[override]
+        # TinyDB only indexes, assigns, deletes and iterates what read() returns.
         with self._lock:
-            return dict(self._tables)
+            return _TablesView(self._tables)
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         with self._lock:
             if self._broken is not None:
                 raise OSError(self._broken.errno, f"storage unusable: {self._broken}")
-            ops, changed = self._diff(data)
-            dropped = [name for name in self._tables if name not in data]
+            if isinstance(data, _TablesView) and data._base is self._tables:
+                ops, changed = self._diff(data.replaced)
+                dropped = [name for name in data.deleted if name in self._tables]
+            else:  # a plain dict (e.g. TinyDB.drop_tables): compare everything
+                ops, changed = self._diff(data)
+                dropped = [name for name in self._tables if name not in data]
             ops.extend(["T", name] for name in dropped)
             if self._txn is not None:
                 self._txn.ops.extend(ops)
@@ -435,22 +496,18 @@ class JournalStorage(Storage):
             return sum(1 for t in self._tables.values() if not isinstance(t, _ColdTable))
 
     def trim(self) -> None:
-        """Drop unchanged tables from memory beyond ``cache_tables``, least recently used first.
+        """Drop unchanged tables from memory beyond ``cache_tables``, least recently used first
+        (changed tables stay until the next compaction has written them).
 
         Safe between TinyDB operations only (an operation in progress may hold a table).
         """
         with self._lock:
             if self.cache_tables is None:
                 return
-            excess = len(self._used) - self.cache_tables
-            for name in list(self._used):
-                if excess <= 0:
-                    break
-                if name in self._dirty:
-                    continue
+            clean = [name for name in self._used if name not in self._dirty]
+            for name in clean[: max(0, len(clean) - self.cache_tables)]:
                 self._tables[name] = _ColdTable(self, name)
                 del self._used[name]
-                excess -= 1
 
     def compact(self, *, full: bool = False) -> bool:
         """Write changed tables to their snapshot files and empty the journal.

@@ -165,51 +165,58 @@ class TinyDbOutbox:
         """Unacknowledged records with a seq above ``after_seq``, in sequence order."""
         out: list[Record] = []
         with self._lock:
+            seg, docs = -1, None
             for seq in self._pending_seqs(after_seq):
                 if limit is not None and len(out) >= limit:
                     break
-                doc = self._table(_RECORDS, _segment(seq)).get(doc_id=seq)
+                if _segment(seq) != seg:
+                    seg = _segment(seq)
+                    docs = self._raw(_RECORDS + str(seg))
+                doc = docs.get(str(seq)) if docs is not None else None
                 if doc is None:
                     raise OutboxError(f"outbox index and storage disagree on seq {seq}")
-                out.append(Record.model_validate(dict(doc)))
+                out.append(Record.model_validate(doc))
             self._trim()
         return out
 
-    def acknowledge(self, record_ids: Iterable[str]) -> list[Record]:
-        """Mark these records delivered; returns those that were pending.
+    def acknowledge(self, record_ids: Iterable[str]) -> list[str]:
+        """Mark these records delivered; returns the ids of those that were pending.
 
         The acknowledgement is written but not synced: if it is lost in a power cut, the
         records are sent again and the server acknowledges them again.
         """
         with self._lock:
-            seqs = sorted({s for rid in record_ids if (s := self._ids.get(rid)) is not None})
-            if not seqs:
+            found = {rid: s for rid in record_ids if (s := self._ids.get(rid)) is not None}
+            if not found:
                 return []
             now = self._wall()
-            docs: list[dict[str, Any]] = []
             by_seg: dict[int, list[int]] = {}
-            for seq in seqs:
+            for seq in sorted(found.values()):
                 by_seg.setdefault(_segment(seq), []).append(seq)
+            done: list[str] = []
+            seqs_done: set[int] = set()
             try:
                 with self._relaxed(), self._maintenance():
                     for seg, part in by_seg.items():
                         self._table(_ACKED, seg).insert_multiple(
                             Document({"at": now}, doc_id=s) for s in part
                         )
-                        records = self._table(_RECORDS, seg)
-                        docs.extend(dict(records.get(doc_id=s) or {}) for s in part)
                         pending = self._pending[seg]
                         pending.difference_update(part)
                         if not pending:
                             del self._pending[seg]
                         self._acked.setdefault(seg, {}).update(dict.fromkeys(part, now))
                         self._acked_count += len(part)
+                        seqs_done.update(part)
             except (OSError, ValueError) as exc:
                 raise OutboxError(f"cannot record an acknowledgement: {exc}") from exc
             finally:
-                for doc in docs:
-                    self._ids.pop(str(doc.get("record_id")), None)
-        return [Record.model_validate(d) for d in docs]
+                for rid, seq in found.items():
+                    if seq in seqs_done:
+                        del self._ids[rid]
+                        done.append(rid)
+            self._trim()
+        return done
 
     def last_seq(self) -> int:
         """The highest seq ever stored or learnt from the server (0 for a new station)."""

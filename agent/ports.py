@@ -155,8 +155,8 @@ class Outbox(Protocol):
         """Unacknowledged records with a seq above ``after_seq``, in sequence order."""
         ...
 
-    def acknowledge(self, record_ids: Iterable[str]) -> list[Record]:
-        """Mark these records delivered; returns those that were pending."""
+    def acknowledge(self, record_ids: Iterable[str]) -> list[str]:
+        """Mark these records delivered; returns the ids of those that were pending."""
         ...
 
     def last_seq(self) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agent.backoff import TokenBucket
 from agent.errors import OutboxError, OutboxFullError, OutboxNotReadyError
@@ -146,7 +146,7 @@ class Station:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
-        self._workflow.restore(self._outbox.pending())
+        self._workflow.restore(self._stored_records())
         self._feedback.set_condition(Condition.OFFLINE, True)
         if not self._outbox.ready:
             log.warning("new outbox: scans are refused until the server has been reached once")
@@ -168,6 +168,14 @@ class Station:
             if event is not None:
                 self.handle(event)
             self.tick()
+
+    def _stored_records(self) -> Iterator[Record]:
+        """Unacknowledged records, oldest first, read a page at a time (the backlog may be
+        large: it is never all in memory at once)."""
+        after = 0
+        while page := self._outbox.pending(500, after_seq=after):
+            yield from page
+            after = page[-1].seq
 
     def tick(self) -> None:
         """Periodic work: heartbeat, resends, sending the backlog, purge, the caller's hook."""
@@ -350,7 +358,7 @@ class Station:
             self._unacked.pop(rid, None)
         if done:
             self.confirmed += len(done)
-            if self._last_saved is not None and any(r.record_id == self._last_saved for r in done):
+            if self._last_saved is not None and self._last_saved in done:
                 self._feedback.signal(Signal.CONFIRMED)  # the latest scan reached the server
             self._check_nearly_full()
 

@@ -103,7 +103,7 @@ def test_acknowledged_records_leave_the_pending_list_and_are_purged_later(
         records = [record(s, PERSON) for s in range(1, 11)]
         outbox.append_many(records)
         done = outbox.acknowledge([r.record_id for r in records[:6]] + [uuid7()])
-        assert done == records[:6]
+        assert done == [r.record_id for r in records[:6]]
         assert outbox.acknowledge([records[0].record_id]) == []  # a second ack: nothing to do
         assert outbox.pending() == records[6:]
         assert outbox.acked_kept == 6
@@ -189,9 +189,11 @@ def test_a_large_backlog_is_not_all_kept_in_memory(tmp_path: Path) -> None:
         storage = outbox.storage
         assert isinstance(storage, JournalStorage)
         assert len(storage.read() or {}) > 8
-        assert storage.tables_in_memory() <= 4  # the cache, and what the journal changed
+        storage.compact()  # what the journal changed is written: every table may leave memory
+        storage.trim()
+        assert storage.tables_in_memory() <= 3
         assert [r.seq for r in outbox.pending()] == list(range(1, total + 1))
-        assert storage.tables_in_memory() <= 4
+        assert storage.tables_in_memory() <= 3
 
 
 def test_an_outbox_from_the_walking_skeleton_is_taken_over(tmp_path: Path) -> None:
@@ -225,9 +227,8 @@ def test_a_full_disk_still_takes_acknowledgements_and_recovers(tmp_path: Path) -
             outbox.append(record(len(saved) + 1))
         # The server acknowledges: those writes must still work on the full disk.
         for i in range(0, len(saved), 100):
-            assert len(outbox.acknowledge([r.record_id for r in saved[i : i + 100]])) == len(
-                saved[i : i + 100]
-            )
+            part = [r.record_id for r in saved[i : i + 100]]
+            assert outbox.acknowledge(part) == part
         assert len(outbox) == 0
         later = record(len(saved) + 1)
         outbox.append(later)  # delivered records made room
