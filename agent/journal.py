@@ -537,10 +537,15 @@ class JournalStorage(Storage):
                 for fname in stale - existing:
                     with contextlib.suppress(FileNotFoundError):
                         (self.path / fname).unlink()
-                for name in sorted(names):
-                    table = self._tables[name]
-                    if not isinstance(table, _ColdTable):  # a cold table's file is current
-                        self._write_snapshot(name, table)
+                snapshots = [
+                    (name, self._encode_snapshot(name, table))
+                    for name in sorted(names)
+                    if not isinstance(table := self._tables[name], _ColdTable)  # cold: current
+                ]
+                if self.low_space:
+                    self._room_for(sum(len(data) for _, data in snapshots))
+                for name, data in snapshots:
+                    self._write_snapshot(name, data)
                 self._fsync_dir()
                 os.ftruncate(self._journal_fd, 0)
                 self._ops.fsync(self._journal_fd)
@@ -646,11 +651,22 @@ class JournalStorage(Storage):
                 raise OSError(errno.EIO, "short write")
             view = view[n:]
 
-    def _write_snapshot(self, name: str, table: dict[str, Any]) -> None:
+    def _encode_snapshot(self, name: str, table: Mapping[str, Any]) -> bytes:
+        header = encode_line({"n": self._serial, "name": name, "count": len(table)})
+        return header + encode_line(table)
+
+    def _room_for(self, size: int) -> None:
+        """On a full disk, let a compaction that needs ``size`` bytes use the reserve, if the
+        reserve makes it fit: emptying the journal afterwards gives more back than it took."""
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        margin = 64 * 1024
+        if free < size + margin and free + self.reserve_bytes >= size + margin:
+            self._release_reserve()
+
+    def _write_snapshot(self, name: str, data: bytes) -> None:
         final = self.path / table_file(name)
         tmp = self.path / f".{final.name}.tmp"
-        data = encode_line({"n": self._serial, "name": name, "count": len(table)})
-        data += encode_line(table)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             try:
@@ -674,8 +690,9 @@ class JournalStorage(Storage):
         reserve = self.path / RESERVE
         present = reserve.exists() and reserve.stat().st_size >= self.reserve_bytes
         if self.low_space:
+            # Room for the reserve, and as much again for records: otherwise still full.
             st = os.statvfs(self.path)
-            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
+            if st.f_bavail * st.f_frsize < self.reserve_bytes * (1 if present else 2):
                 return False  # still full: keep refusing without trying to write
         if not present:
             tmp = self.path / f".{RESERVE}.tmp"

@@ -32,7 +32,8 @@ SEGMENT_SIZE = 250
 CACHE_TABLES = 8
 """Unchanged tables kept in memory; the backlog's other segments stay on disk until needed."""
 RESERVE_BYTES = 256 * 1024
-"""Disk space kept for acknowledgements and purges, so that a full station can recover."""
+"""Disk space kept for acknowledgements, purges and compactions, so that a full station can
+recover (at least this, and at least the compaction size)."""
 _META = "meta"
 _RECORDS = "records."
 _LEGACY_RECORDS = "records"
@@ -81,9 +82,10 @@ class TinyDbOutbox:
         if storage_args is None:
             storage_args = {}
         if storage is JournalStorage:
+            compact = int(storage_args.get("compact_bytes", 1 << 20))
             storage_args = {
                 "cache_tables": CACHE_TABLES,
-                "reserve_bytes": RESERVE_BYTES,
+                "reserve_bytes": max(RESERVE_BYTES, compact),
                 **storage_args,
             }
         try:

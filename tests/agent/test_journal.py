@@ -26,6 +26,7 @@ from agent.journal import (
     scan_journal,
     table_file,
 )
+from tests.integration.harness import small_disk
 
 
 def open_db(path: Path, **kwargs: Any) -> TinyDB:
@@ -382,3 +383,39 @@ def test_journal_lines_are_json_with_a_checksum(folder: Path) -> None:
     entry = json.loads(payload)
     assert len(crc) == 8 and entry["n"] == 1
     assert entry["ops"][0][:3] == ["s", "records", "1"]
+
+
+def test_a_full_disk_refuses_writes_until_there_is_room_again(tmp_path: Path) -> None:
+    """On a real 1 MiB file system: the reserve serves maintenance, then normal writes resume."""
+    with small_disk(tmp_path / "disk", 1024) as disk:
+        db = open_db(disk / "db", reserve_bytes=256 * 1024, compact_bytes=128 * 1024)
+        storage = db.storage
+        assert isinstance(storage, JournalStorage)
+        big = "x" * 2000
+        with pytest.raises(OSError) as exc:
+            for i in range(10_000):
+                db.table(f"seg.{i // 50}").insert({"i": i, "pad": big})
+        assert exc.value.errno == errno.ENOSPC
+        assert storage.low_space
+        written = contents(db)
+        with pytest.raises(OSError):
+            db.table("seg.0").insert({"more": 1})  # refused without trying
+        with storage.maintenance():
+            for i in range(100):  # acknowledgements: the reserve makes room for them
+                db.table("acks").insert({"ack": i, "pad": big})
+        assert not (disk / "db" / "reserve").exists()
+        with pytest.raises(OSError):
+            db.table("seg.0").insert({"more": 1})
+        # Delivered data goes: enough room for the reserve and as much again.
+        for name in [n for n in db.tables() if n.startswith("seg.")][:-3]:
+            with storage.maintenance():
+                db.drop_table(name)
+        assert storage.compact()
+        assert not storage.low_space
+        db.table("seg.new").insert({"after": 1})
+        kept = {n: t for n, t in written.items() if n in db.tables()}
+        db.close()
+        again = open_db(disk / "db")
+        assert {n: t for n, t in contents(again).items() if n in kept} == kept
+        assert again.table("seg.new").all() == [{"after": 1}]
+        again.close()

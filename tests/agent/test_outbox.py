@@ -214,7 +214,8 @@ def test_an_outbox_from_the_walking_skeleton_is_taken_over(tmp_path: Path) -> No
 def test_a_full_disk_still_takes_acknowledgements_and_recovers(tmp_path: Path) -> None:
     """A real 1 MiB file system: fill it, deliver, and scans are accepted again."""
     with small_disk(tmp_path / "disk", 1024) as disk:
-        outbox = ready_outbox(disk / "ob")
+        small = {"compact_bytes": 64 * 1024}  # and so a reserve of 256 KiB
+        outbox = ready_outbox(disk / "ob", storage_args=small)
         saved: list[Record] = []
         with pytest.raises(OutboxFullError, match="disk full"):
             for seq in range(1, 100_000):
@@ -233,5 +234,5 @@ def test_a_full_disk_still_takes_acknowledgements_and_recovers(tmp_path: Path) -
         later = record(len(saved) + 1)
         outbox.append(later)  # delivered records made room
         outbox.close()
-        with TinyDbOutbox(disk / "ob") as again:
+        with TinyDbOutbox(disk / "ob", storage_args=small) as again:
             assert again.pending() == [later]

@@ -373,8 +373,16 @@ def test_disk_full_refuses_scans_with_a_signal_and_recovers(
         small_disk(tmp_path / "disk", 768 if size is QUICK else 2048) as disk,
     ):
         try:
-            agent = start_agent(tmp_path, broker, "st-1", port=proxy.port, extra_mqtt=FAST,
-                                outbox=disk / "outbox")  # fmt: skip
+            # A compaction size of 64 KiB (so a space reserve of 256 KiB) on this tiny disk.
+            agent = start_agent(
+                tmp_path,
+                broker,
+                "st-1",
+                port=proxy.port,
+                extra_mqtt=FAST,
+                outbox=disk / "outbox",
+                extra_outbox="compact_kib = 64\n",
+            )
             proxy.cut()  # offline, so the outbox fills the disk
             batch = 0
 
