@@ -11,8 +11,10 @@ journal is emptied.
 Layout of the storage folder::
 
     journal             one line per change: "<crc32 hex> <json>\\n", appended, fdatasync'ed
-    t-<table>.json      snapshot of one table: "<crc32 hex> <json>\\n", replaced atomically
-    .*.tmp              a snapshot being written; removed at open
+    t-<table>.json      snapshot of one table, replaced atomically: a header line (serial,
+                        name, count) then a line with the documents, each "<crc32 hex> <json>"
+    reserve             zeros: disk space set aside for maintenance writes (``reserve_bytes``)
+    .*.tmp              a file being written; removed at open
 
 Each journal line holds a serial number ``n`` and the changes of one TinyDB operation (documents
 set in full, documents deleted, tables created or dropped); each snapshot records the serial it
