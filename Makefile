@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTHON3 ?= python3
 PIP     := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test check lint format typecheck pytest chaos bench system-deps-demo system-deps-test lock clean
+.PHONY: demo test check lint format typecheck pytest chaos bench bench-outbox system-deps-demo system-deps-test lock clean
 
 $(VENV)/bin/python:
 	@$(PYTHON3) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -50,11 +50,16 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest
 
+# The full fault-injection suite (make test runs a reduced one); prints a tally per scenario.
 chaos: system-deps-test $(VENV)/.dev
-	$(VENV)/bin/pytest -m chaos -s tests/integration
+	$(VENV)/bin/pytest -m chaos tests/integration/test_chaos.py
 
 bench: system-deps-test $(VENV)/.dev
 	$(PY) -m bench
+
+# Outbox latency, bytes per scan, drain rate and memory (see bench/bench_outbox.py).
+bench-outbox: system-deps-test $(VENV)/.dev
+	$(PY) -m bench.bench_outbox
 
 # Regenerate the pinned versions after changing dependencies in pyproject.toml.
 lock: $(VENV)/.dev

@@ -168,9 +168,16 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     feedback = build_feedback(config)
+    outbox_config = config.outbox
     with (
-        outbox_lock(config.outbox.path),
-        TinyDbOutbox(config.outbox.path, capacity=config.outbox.capacity) as outbox,
+        outbox_lock(outbox_config.path),
+        TinyDbOutbox(
+            outbox_config.path,
+            capacity=outbox_config.capacity,
+            warn_at_pct=outbox_config.warn_at_pct,
+            wall=clock.wall,
+            storage_args={"compact_bytes": outbox_config.compact_kib * 1024},
+        ) as outbox,
     ):
         uplink = MqttUplink(
             station_id=config.station_id,
@@ -181,6 +188,9 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
             ca_file=str(config.mqtt.ca_file) if config.mqtt.ca_file else None,
             keepalive_s=config.mqtt.keepalive_s,
             max_inflight=config.mqtt.max_inflight,
+            reconnect_min_s=config.mqtt.reconnect_min_s,
+            reconnect_max_s=config.mqtt.reconnect_max_s,
+            connect_timeout_s=config.mqtt.connect_timeout_s,
             next_bd_seq=lambda: outbox.next_counter("bd_seq"),
             clock_wall=clock.wall,
             agent_version=__version__,
@@ -206,6 +216,9 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
             heartbeat_s=config.mqtt.heartbeat_s,
             resend_after_s=config.mqtt.resend_after_s,
             history=outbox,
+            drain_per_s=config.mqtt.drain_per_s,
+            max_unacked=config.mqtt.max_unacked,
+            acked_retention_s=outbox_config.acked_retention_h * 3600,
         )
         log.info("station %s starting (%d records waiting)", config.station_id, len(outbox))
         try:

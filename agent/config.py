@@ -50,6 +50,27 @@ class MqttConfig(_Section):
     resend_after_s: float = Field(
         30.0, ge=1, le=3600, description="Resend a record not acknowledged after this long."
     )
+    reconnect_min_s: float = Field(
+        1.0, gt=0, le=600, description="Shortest wait before reconnecting to the broker."
+    )
+    reconnect_max_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait between reconnection attempts (the cap)."
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A connection attempt with no CONNACK by then failed."
+    )
+    drain_per_s: float = Field(
+        200.0, gt=0, le=100_000, description="Most records sent per second (backlog pace)."
+    )
+    max_unacked: int = Field(
+        1000, ge=1, le=100_000, description="Most records sent and not yet acknowledged."
+    )
+
+    @model_validator(mode="after")
+    def _reconnect_window(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
 
 
 class StdinScannerConfig(_Section):
@@ -155,10 +176,23 @@ ScannerConfig = Annotated[
 
 class OutboxConfig(_Section):
     path: Path = Field(
-        Path("/var/lib/swabline/outbox.json"), description="The outbox database file."
+        Path("/var/lib/swabline/outbox"),
+        description="The outbox folder (snapshot files and journal, see docs/durability.md).",
     )
     capacity: int = Field(
-        100_000, ge=10, description="Most unacknowledged records kept; beyond it scans are refused."
+        100_000, ge=10, description="Most records kept; beyond it scans are refused."
+    )
+    warn_at_pct: float = Field(
+        80.0, gt=0, le=100, description="Signal 'outbox nearly full' at this % of capacity."
+    )
+    acked_retention_h: float = Field(
+        24.0, ge=0, le=24 * 365, description="Acknowledged records are purged after this long."
+    )
+    compact_kib: int = Field(
+        1024,
+        ge=4,
+        le=1024 * 1024,
+        description="Rewrite changed segments and empty the journal past this size (KiB).",
     )
 
 

@@ -6,7 +6,8 @@ AgentError
 ├── CaptureFormatError (ValueError) an evtest capture file cannot be parsed
 ├── FeedbackError (OSError)         the LEDs or buzzer cannot be driven
 ├── OutboxError (OSError)           the outbox cannot store a record durably
-│   └── OutboxFullError             the outbox reached its capacity; the scan was not saved
+│   ├── OutboxFullError             capacity reached or disk full; the scan was not saved
+│   └── OutboxNotReadyError         a new outbox does not know its seq floor yet
 ├── UplinkError (ConnectionError)   the broker cannot be reached or refused us
 └── ProvisionError (RuntimeError)   enrollment was refused or could not be completed
 """
@@ -37,7 +38,11 @@ class OutboxError(AgentError, OSError):
 
 
 class OutboxFullError(OutboxError):
-    """The outbox is at capacity: the scan was refused, not saved."""
+    """The outbox is at capacity or the disk is full: the scan was refused, not saved."""
+
+
+class OutboxNotReadyError(OutboxError):
+    """A new outbox has not learnt from the server where the station's seq stopped."""
 
 
 class UplinkError(AgentError, ConnectionError):

@@ -89,6 +89,10 @@ class Condition(enum.Enum):
     """No broker connection; the station keeps saving."""
     SCANNER_MISSING = "scanner_missing"
     OUTBOX_NEARLY_FULL = "outbox_nearly_full"
+    """Unacknowledged records passed the warning threshold: get the station online."""
+    AWAITING_SERVER = "awaiting_server"
+    """A new outbox (first start, reinstall) waits for the server to say where the station's
+    sequence stopped; scans are refused until the station has reached the server once."""
 
 
 class Feedback(Protocol):
@@ -130,12 +134,29 @@ class Outbox(Protocol):
         """Store ``record``; when this returns it survives a power cut."""
         ...
 
-    def pending(self, limit: int | None = None) -> list[Record]:
-        """Unacknowledged records in sequence order."""
+    def append_many(self, records: Sequence[Record]) -> None:
+        """Store ``records`` all together or not at all; when this returns they are durable."""
         ...
 
-    def acknowledge(self, record_ids: Iterable[str]) -> list[Record]:
-        """Mark these records delivered; returns those that were pending."""
+    @property
+    def ready(self) -> bool:
+        """Whether records can be stored: the seq floor is known (see ``learn_seq_floor``)."""
+        ...
+
+    @property
+    def nearly_full(self) -> bool:
+        """Unacknowledged records passed the warning threshold."""
+        ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def pending(self, limit: int | None = None, *, after_seq: int = 0) -> list[Record]:
+        """Unacknowledged records with a seq above ``after_seq``, in sequence order."""
+        ...
+
+    def acknowledge(self, record_ids: Iterable[str]) -> list[str]:
+        """Mark these records delivered; returns the ids of those that were pending."""
         ...
 
     def last_seq(self) -> int:
@@ -144,6 +165,18 @@ class Outbox(Protocol):
 
     def next_counter(self, name: str) -> int:
         """Durably increment and return a named counter (e.g. the birth/death sequence)."""
+        ...
+
+    def learn_seq_floor(self, max_seq: int) -> bool:
+        """Take in the highest seq the server holds; returns True if anything changed."""
+        ...
+
+    def purge(self, acked_before: float) -> int:
+        """Delete records acknowledged before this wall time; returns how many."""
+        ...
+
+    def oldest_pending_time(self) -> float | None:
+        """Wall time of the oldest unacknowledged record, if any."""
         ...
 
     def __len__(self) -> int: ...
@@ -171,7 +204,14 @@ class CommandReceived:
     command: Command
 
 
-UplinkEvent = Connected | Disconnected | Acked | CommandReceived
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """The server told the highest seq it holds for this station (after each birth)."""
+
+    max_seq: int
+
+
+UplinkEvent = Connected | Disconnected | Acked | CommandReceived | Synced
 UplinkSink = Callable[[UplinkEvent], None]
 
 

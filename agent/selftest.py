@@ -43,6 +43,7 @@ from agent.ports import (
     ScannerState,
     ScanSource,
     Signal,
+    Synced,
     Uplink,
     UplinkEvent,
 )
@@ -235,6 +236,18 @@ class SelfTest:
         return Check("broker", False, f"no answer from {where} in {self.timeout_s:.0f} s")
 
     def check_server(self, events: queue.Queue[UplinkEvent]) -> Check:
+        deadline = self._deadline(self.timeout_s)
+        while not self.outbox.ready:  # a new outbox: the server's Sync gives the seq floor
+            event = self._next(events, deadline)
+            if event is None:
+                return Check(
+                    "server",
+                    False,
+                    f"no seq floor (Sync) from the server in {self.timeout_s:.0f} s: "
+                    "is the server's ingest running?",
+                )
+            if isinstance(event, Synced):
+                self.outbox.learn_seq_floor(event.max_seq)
         seq = self.outbox.last_seq() + 1
         record = Record(
             record_id=uuid7(),

@@ -176,6 +176,12 @@ CONDITIONS: dict[Condition, Pattern] = {
         Step(100, R),
         Step(2500),
     ),
+    Condition.AWAITING_SERVER: _p(
+        "red and amber alternating, slowly, silent",
+        "đèn đỏ và đèn vàng sáng luân phiên, chậm, không có tiếng",
+        Step(500, R),
+        Step(500, A),
+    ),
     Condition.OUTBOX_NEARLY_FULL: _p(
         "amber triple blink every 2 seconds, silent",
         "đèn vàng nháy ba lần mỗi 2 giây, không có tiếng",

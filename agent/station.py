@@ -3,16 +3,25 @@
 Everything that happens to a station (a scan, a scanner unplugged, the broker connecting, an
 acknowledgement) arrives as an event on one queue and is handled on one thread, so the workflow
 and the outbox never see concurrent calls.
+
+Delivery (see ``docs/durability.md``): a scan is signalled ``SAVED`` only once its records are
+synced to disk by the outbox. While connected, records are published with QoS 1 in sequence
+order, pipelined, at most ``drain_per_s`` per second and at most ``max_unacked`` waiting for the
+server's acknowledgement; a record leaves the outbox only on that acknowledgement. After a
+reconnect everything unacknowledged is sent again from the start; a record not acknowledged
+after ``resend_after_s`` is sent again on the same connection.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from agent.errors import OutboxError, OutboxFullError
+from agent.backoff import TokenBucket
+from agent.errors import OutboxError, OutboxFullError, OutboxNotReadyError
 from agent.identity import uuid7
 from agent.ports import (
     Acked,
@@ -31,6 +40,7 @@ from agent.ports import (
     SessionHistory,
     Signal,
     SourceEvent,
+    Synced,
     Uplink,
     UplinkEvent,
     Workflow,
@@ -43,6 +53,8 @@ StationEvent = SourceEvent | UplinkEvent
 
 _PRUNE_HISTORY_EVERY = 500
 """Records remembered between two prunings of the session history."""
+_RESEND_CHECK_NS = 1_000_000_000
+_MAX_PUBLISH_BATCH = 500
 
 
 class RecordEveryScan:
@@ -83,6 +95,11 @@ class Station:
         history: where copies of the records the workflow needs after a restart are kept
             (``Workflow.retain``), since acknowledged records leave the outbox. Without it the
             workflow is restored from unacknowledged records only.
+        drain_per_s: most records published per second (a backlog drains at this pace, so
+            that a fleet coming back online at once does not flatten the server).
+        max_unacked: most records published and not yet acknowledged; sending pauses beyond.
+        acked_retention_s: acknowledged records are purged from the outbox after this long.
+        purge_every_s: how often the purge runs.
     """
 
     def __init__(
@@ -101,6 +118,10 @@ class Station:
         heartbeat_s: float = 10.0,
         resend_after_s: float = 30.0,
         history: SessionHistory | None = None,
+        drain_per_s: float = 200.0,
+        max_unacked: int = 1000,
+        acked_retention_s: float = 24 * 3600.0,
+        purge_every_s: float = 60.0,
     ) -> None:
         self.station_id = station_id
         self.boot_id = boot_id
@@ -114,13 +135,25 @@ class Station:
         self._tick_s = tick_s
         self._heartbeat_ns = int(heartbeat_s * 1e9)
         self._resend_ns = int(resend_after_s * 1e9)
+        self._max_unacked = max_unacked
+        self._retention_s = acked_retention_s
+        self._purge_ns = int(purge_every_s * 1e9)
         self._events: queue.Queue[StationEvent] = queue.Queue()
-        self._seq = outbox.last_seq()
-        self._started_ns = clock.monotonic_ns()
+        now = clock.monotonic_ns()
+        self._started_ns = now
+        self._bucket = TokenBucket(drain_per_s, max(1.0, drain_per_s / 10), now)
         self._last_heartbeat_ns: int | None = None
         self._sent_ns: dict[str, int] = {}  # record id -> when last published, this connection
         self._history = history
         self._remembered = 0  # records remembered since the history was last pruned
+        self._last_resend_check_ns = now
+        self._last_purge_ns: int | None = None
+        # Records published on this connection and not acknowledged: id -> (seq, when sent).
+        self._unacked: dict[str, tuple[int, int]] = {}
+        self._cursor = 0  # highest seq handed to the uplink on this connection, in order
+        self._more = True  # records above the cursor may be waiting
+        self._last_saved: str | None = None
+        self._nearly_full = False
         self.saved = 0
         self.confirmed = 0
 
@@ -132,6 +165,10 @@ class Station:
         """Run until ``stop`` is set."""
         self.restore()
         self._feedback.set_condition(Condition.OFFLINE, True)
+        if not self._outbox.ready:
+            log.warning("new outbox: scans are refused until the server has been reached once")
+            self._feedback.set_condition(Condition.AWAITING_SERVER, True)
+        self._check_nearly_full()
         for source in self._sources:
             threading.Thread(
                 target=source.run,
@@ -142,7 +179,7 @@ class Station:
         self._uplink.start(self.submit)
         while not stop.is_set():
             try:
-                event = self._events.get(timeout=self._tick_s)
+                event = self._events.get(timeout=self._wait_s())
             except queue.Empty:
                 event = None
             if event is not None:
@@ -153,10 +190,8 @@ class Station:
         """Rebuild the workflow's session from the history and the outbox, then prune the
         history to what the workflow still needs (called by ``run``; public for tests)."""
         kept = self._history.remembered() if self._history is not None else []
-        by_seq = {r.seq: r for r in kept}
-        by_seq.update((r.seq, r) for r in self._outbox.pending())
-        self._workflow.restore(sorted(by_seq.values(), key=lambda r: r.seq))
-        log.info("session restored from %d records (%d kept in history)", len(by_seq), len(kept))
+        self._workflow.restore(_merged(kept, self._stored_records()))
+        log.info("session restored (%d records kept in history)", len(kept))
         if self._history is not None:
             self._prune_history(kept)
 
@@ -171,32 +206,44 @@ class Station:
             except OutboxError:  # only space is lost; the next pruning tries again
                 log.exception("cannot prune the session history")
 
+    def _stored_records(self) -> Iterator[Record]:
+        """Unacknowledged records, oldest first, read a page at a time (the backlog may be
+        large: it is never all in memory at once)."""
+        after = 0
+        while page := self._outbox.pending(500, after_seq=after):
+            yield from page
+            after = page[-1].seq
+
     def tick(self) -> None:
-        """Periodic work: heartbeat, resending overdue records, the caller's hook."""
+        """Periodic work: heartbeat, resends, sending the backlog, purge, the caller's hook."""
         now = self._clock.monotonic_ns()
         if self._uplink.connected:
             last = self._last_heartbeat_ns
             if last is None or now - last >= self._heartbeat_ns:
                 self._last_heartbeat_ns = now
                 self._uplink.publish_heartbeat(self.heartbeat())
-            if self._sent_ns and now - min(self._sent_ns.values()) >= self._resend_ns:
-                overdue = {rid for rid, t in self._sent_ns.items() if now - t >= self._resend_ns}
-                self._publish(r for r in self._outbox.pending() if r.record_id in overdue)
+            if now - self._last_resend_check_ns >= _RESEND_CHECK_NS:
+                self._last_resend_check_ns = now
+                self._resend_overdue(now)
+            self._pump(now)
+        if self._last_purge_ns is None or now - self._last_purge_ns >= self._purge_ns:
+            self._last_purge_ns = now
+            self._purge()
         if self._on_tick is not None:
             self._on_tick()
 
     def heartbeat(self) -> Heartbeat:
+        now = self._clock.wall()
+        oldest = self._outbox.oldest_pending_time()
         return Heartbeat(
-            time=self._clock.wall(),
+            time=now,
             uptime_s=(self._clock.monotonic_ns() - self._started_ns) / 1e9,
             outbox_depth=len(self._outbox),
+            oldest_pending_age_s=None if oldest is None else max(0.0, now - oldest),
+            outbox_capacity=self._outbox.capacity,
+            outbox_nearly_full=self._outbox.nearly_full,
+            last_seq=self._outbox.last_seq(),
         )
-
-    def _publish(self, records: Iterable[Record]) -> None:
-        now = self._clock.monotonic_ns()
-        for record in records:
-            self._uplink.publish_record(record)
-            self._sent_ns[record.record_id] = now
 
     def handle(self, event: StationEvent) -> None:
         """Handle one event (public so tests can drive a station without threads)."""
@@ -207,49 +254,58 @@ class Station:
                 self._feedback.set_condition(Condition.SCANNER_MISSING, not present)
             case Connected():
                 self._feedback.set_condition(Condition.OFFLINE, False)
-                self._sent_ns.clear()
+                self._restart_sending()
                 self._last_heartbeat_ns = None
-                self._publish(self._outbox.pending())
             case Disconnected():
                 self._feedback.set_condition(Condition.OFFLINE, True)
+                self._restart_sending()
             case Acked(record_ids=ids):
-                done = self._outbox.acknowledge(ids)
-                for rid in ids:
-                    self._sent_ns.pop(rid, None)
-                if done:
-                    self.confirmed += len(done)
-                    self._feedback.signal(Signal.CONFIRMED)
+                self._on_acked(ids)
+            case Synced(max_seq=max_seq):
+                self._on_synced(max_seq)
             case CommandReceived():
                 log.info("command %s received (not handled yet)", event.command.name)
 
+    # -- scans ----------------------------------------------------------------------------
+
     def _on_scan(self, scan: Scan) -> None:
         decision = self._workflow.decide(scan)
-        records: list[Record] = []
-        failed = False
         try:
-            for entry in decision.entries:
-                records.append(self._store(entry))
-        except OutboxFullError:
-            log.error(
-                "outbox full: scan refused (%d of %d records stored)",
-                len(records),
-                len(decision.entries),
-            )
-            failed = True
+            records = self._store(decision.entries)
+        except OutboxNotReadyError:
+            log.warning("scan refused: the outbox waits for the server to give the seq floor")
+            self._feedback.signal(Signal.REJECTED)
+            return
+        except OutboxFullError as exc:
+            log.error("scan refused, nothing stored: %s", exc)
+            self._feedback.signal(Signal.STORAGE_FULL)
+            self._check_nearly_full()
+            return
         except OutboxError:
-            log.exception(
-                "cannot save a scan (%d of %d records stored)", len(records), len(decision.entries)
-            )
-            failed = True
-        # The session follows what was really stored, even when that is only part of it.
+            log.exception("scan refused, nothing stored")
+            self._feedback.signal(Signal.STORAGE_FULL)
+            return
+        # The outbox stores a decision's records all together or not at all (above).
         self._workflow.stored(records)
-        self._feedback.signal(Signal.STORAGE_FULL if failed else decision.signal)
-        if self._uplink.connected:
-            self._publish(records)
+        for record in records:
+            # The promise made to the person in the queue, in a form tests can check.
+            log.info("saved record %s seq %d", record.record_id, record.seq)
+        self._feedback.signal(decision.signal)
+        if not records:
+            return
+        self._last_saved = records[-1].record_id
+        self._check_nearly_full()
+        if self._uplink.connected and self._outbox.ready:
+            now = self._clock.monotonic_ns()
+            for record in records:
+                self._send(record, now)
+            self._bucket.take(len(records), now)
+        else:
+            self._more = True
         # The signal promises the outbox, not the history: keep the history after it, so
         # staff never wait for it. It only has to be written before an acknowledgement can
         # take these records out of the outbox, which happens on this thread, later.
-        if self._history is not None and records:
+        if self._history is not None:
             try:
                 self._remember(records)
             except OutboxError:
@@ -265,24 +321,143 @@ class Station:
         if self._remembered >= _PRUNE_HISTORY_EVERY:
             self._prune_history(self._history.remembered())
 
-    def _store(self, entry: Entry) -> Record:
-        self._seq += 1
-        record = Record(
-            record_id=uuid7(),
-            station_id=self.station_id,
-            seq=self._seq,
-            boot_id=self.boot_id,
-            wall_time=self._clock.wall(),
-            mono_ns=self._clock.monotonic_ns(),
-            clock_synced=self._clock.synchronized(),
-            kind=entry.kind,
-            code=entry.code,
-            data=dict(entry.data),
+    def _store(self, entries: Sequence[Entry]) -> list[Record]:
+        if not entries:
+            return []
+        if not self._outbox.ready:
+            raise OutboxNotReadyError("seq floor unknown")
+        base = self._outbox.last_seq()
+        records = [
+            Record(
+                record_id=uuid7(),
+                station_id=self.station_id,
+                seq=base + i,
+                boot_id=self.boot_id,
+                wall_time=self._clock.wall(),
+                mono_ns=self._clock.monotonic_ns(),
+                clock_synced=self._clock.synchronized(),
+                kind=entry.kind,
+                code=entry.code,
+                data=dict(entry.data),
+            )
+            for i, entry in enumerate(entries, start=1)
+        ]
+        self._outbox.append_many(records)
+        self.saved += len(records)
+        return records
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def _restart_sending(self) -> None:
+        self._unacked.clear()
+        self._cursor = 0
+        self._more = True
+
+    def _send(self, record: Record, now: int) -> None:
+        self._uplink.publish_record(record)
+        self._unacked[record.record_id] = (record.seq, now)
+
+    def _sending(self) -> bool:
+        return (
+            self._more
+            and self._uplink.connected
+            and self._outbox.ready
+            and len(self._unacked) < self._max_unacked
         )
+
+    def _wait_s(self) -> float:
+        if not self._sending():
+            return self._tick_s
+        wait = self._bucket.wait_s(self._clock.monotonic_ns())
+        return min(self._tick_s, max(0.002, wait))
+
+    def _pump(self, now: int) -> None:
+        """Publish the next records above the cursor, as the pace and the window allow."""
+        if not self._sending():
+            return
+        room = self._max_unacked - len(self._unacked)
+        n = min(self._bucket.available(now), room, _MAX_PUBLISH_BATCH)
+        if n <= 0:
+            return
+        records = self._outbox.pending(n, after_seq=self._cursor)
+        if len(records) < n:
+            self._more = False
+        sent = 0
+        for record in records:
+            self._cursor = record.seq
+            if record.record_id not in self._unacked:
+                self._send(record, now)
+                sent += 1
+        self._bucket.take(sent, now)
+
+    def _resend_overdue(self, now: int) -> None:
+        overdue = [
+            (seq, rid)
+            for rid, (seq, sent) in self._unacked.items()
+            if now - sent >= self._resend_ns
+        ]
+        if not overdue:
+            return
+        for _, rid in overdue:
+            del self._unacked[rid]
+        self._cursor = min(self._cursor, min(seq for seq, _ in overdue) - 1)
+        self._more = True
+        log.info("sending %d record(s) again: no acknowledgement in time", len(overdue))
+
+    def _on_acked(self, ids: Sequence[str]) -> None:
         try:
-            self._outbox.append(record)
+            done = self._outbox.acknowledge(ids)
+        except OutboxError as exc:
+            # The records stay pending: they are sent again and acknowledged again.
+            log.warning("acknowledgement not recorded: %s", exc)
+            done = []
+        for rid in ids:
+            self._unacked.pop(rid, None)
+        if done:
+            self.confirmed += len(done)
+            if self._last_saved is not None and self._last_saved in done:
+                self._feedback.signal(Signal.CONFIRMED)  # the latest scan reached the server
+            self._check_nearly_full()
+
+    def _on_synced(self, max_seq: int) -> None:
+        was_ready = self._outbox.ready
+        try:
+            self._outbox.learn_seq_floor(max_seq)
         except OutboxError:
-            self._seq -= 1
-            raise
-        self.saved += 1
-        return record
+            log.exception("cannot store the seq floor from the server")
+            return
+        if not was_ready and self._outbox.ready:
+            log.info("seq floor from the server: %d; scans are accepted", max_seq)
+            self._feedback.set_condition(Condition.AWAITING_SERVER, False)
+            self._more = True
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def _purge(self) -> None:
+        try:
+            self._outbox.purge(self._clock.wall() - self._retention_s)
+        except OutboxError as exc:
+            log.warning("purge of acknowledged records postponed: %s", exc)
+        self._check_nearly_full()
+
+    def _check_nearly_full(self) -> None:
+        nearly_full = self._outbox.nearly_full
+        if nearly_full != self._nearly_full:
+            self._nearly_full = nearly_full
+            if nearly_full:
+                log.warning(
+                    "outbox nearly full: %d of %d records unacknowledged",
+                    len(self._outbox),
+                    self._outbox.capacity,
+                )
+            self._feedback.set_condition(Condition.OUTBOX_NEARLY_FULL, nearly_full)
+
+
+def _merged(kept: Sequence[Record], pending: Iterable[Record]) -> Iterator[Record]:
+    """The history's records and the outbox's unacknowledged ones in seq order, each seq once
+    (a record may be in both). ``pending`` is streamed, never held whole."""
+    seen_upto = 0
+    for record in heapq.merge(kept, pending, key=lambda r: r.seq):
+        if record.seq > seen_upto:
+            seen_upto = record.seq
+            yield record

@@ -14,6 +14,7 @@ from protocol.messages import (
     PayloadError,
     Record,
     Status,
+    Sync,
     decode,
     encode,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Record",
     "StationTopic",
     "Status",
+    "Sync",
     "TopicError",
     "decode",
     "encode",

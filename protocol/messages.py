@@ -102,7 +102,27 @@ class Heartbeat(_Message):
 
     time: float
     uptime_s: float = Field(ge=0)
-    outbox_depth: int = Field(ge=0)
+    outbox_depth: int = Field(ge=0, description="Records not yet acknowledged by the server.")
+    oldest_pending_age_s: float | None = Field(
+        None, ge=0, description="Age of the oldest unacknowledged record (station wall clock)."
+    )
+    outbox_capacity: int | None = Field(
+        None, ge=0, description="Most records the outbox keeps before refusing scans."
+    )
+    outbox_nearly_full: bool | None = Field(
+        None, description="Unacknowledged records passed the station's warning threshold."
+    )
+    last_seq: int | None = Field(None, ge=0, description="Highest seq the station handed out.")
+
+
+class Sync(_Message):
+    """Server -> station on ``.../<station_id>/sync``, after each birth (``Status`` online).
+
+    ``max_seq`` is the highest seq the server has stored for the station. A station whose outbox
+    is new (a reinstall) starts its sequence after it, so no seq is ever used twice.
+    """
+
+    max_seq: int = Field(ge=0)
 
 
 class Command(_Message):

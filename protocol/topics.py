@@ -32,6 +32,8 @@ class StationTopic(StrEnum):
     """Server -> station. ``Command``, QoS 1."""
     COMMAND_RESULTS = "command_results"
     """Station -> server. ``CommandResult``, QoS 1."""
+    SYNC = "sync"
+    """Server -> station. ``Sync`` after each birth (the highest seq the server holds), QoS 1."""
 
 
 STATION_PUBLISHES = (
@@ -41,7 +43,7 @@ STATION_PUBLISHES = (
     StationTopic.COMMAND_RESULTS,
 )
 """What a station may publish, each on its own topic only (the broker's ACLs enforce it)."""
-STATION_RECEIVES = (StationTopic.ACKS, StationTopic.COMMANDS)
+STATION_RECEIVES = (StationTopic.ACKS, StationTopic.COMMANDS, StationTopic.SYNC)
 """What a station may subscribe to and receive, on its own topics only."""
 
 

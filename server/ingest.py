@@ -45,7 +45,7 @@ from sqlalchemy import Engine, bindparam, case, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
-from protocol import Ack, Heartbeat, PayloadError, Record, Status, decode, encode
+from protocol import Ack, Heartbeat, PayloadError, Record, Status, Sync, decode, encode
 from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
@@ -160,17 +160,23 @@ class Stored:
     """What a committed batch did."""
 
     acks: dict[str, list[str]] = field(default_factory=dict)
+    syncs: dict[str, int] = field(default_factory=dict)
+    """Station -> highest seq stored, for each station whose birth was in the batch."""
     inserted: int = 0
     duplicates: int = 0
     invalid: int = 0
     rejected: int = 0
     """Rows added to rejected_messages."""
+    duplicates_by_station: dict[str, int] = field(default_factory=dict)
     stale_deaths: int = 0
     poison: int = 0
 
     def merge(self, other: Stored) -> None:
         for sid, ids in other.acks.items():
             self.acks.setdefault(sid, []).extend(ids)
+        self.syncs.update(other.syncs)
+        for sid, n in other.duplicates_by_station.items():
+            self.duplicates_by_station[sid] = self.duplicates_by_station.get(sid, 0) + n
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.invalid += other.invalid
@@ -221,6 +227,9 @@ def store_batch(
                 for rid in missing:
                     if rid in known:
                         result.duplicates += 1
+                        sid = unique[rid].station_id
+                        dups = result.duplicates_by_station
+                        dups[sid] = dups.get(sid, 0) + 1
                     else:
                         rec = unique[rid]
                         msg = Message(topic(rec.station_id, StationTopic.RECORDS), encode(rec), now)
@@ -245,6 +254,10 @@ def store_batch(
             rejections.extend(r for rid, r in invalid.items() if rid not in seen)
             result.invalid = len(invalid) - len(seen)
         result.duplicates += len(batch.records) - len(unique)
+        for r in batch.records:
+            if unique[r.record_id] is not r:  # the same record twice in one batch
+                dups = result.duplicates_by_station
+                dups[r.station_id] = dups.get(r.station_id, 0) + 1
         result.duplicates += sum(1 for r in batch.invalid if r.record_id is not None) - len(invalid)
         result.inserted = len(inserted)
         project(
@@ -268,6 +281,16 @@ def store_batch(
             ],
         )
         result.stale_deaths = _apply_statuses(session, batch.statuses, now)
+        born = {sid for sid, status in batch.statuses if status.state == "online"}
+        if born:
+            # After a birth the station learns the highest seq stored for it (its seq floor:
+            # a reinstalled station goes on after it, see docs/durability.md).
+            floors = session.execute(
+                select(StationRow.station_id, StationRow.max_seq).where(
+                    StationRow.station_id.in_(born)
+                )
+            )
+            result.syncs = {sid: int(max_seq) for sid, max_seq in floors}
         if rejections:
             session.add_all(_rejected_row(r) for r in rejections)
         result.rejected = len(rejections)
@@ -638,8 +661,14 @@ class MqttIngest:
                 rejected=stored.rejected,
                 stale_deaths=stored.stale_deaths,
                 poison=stored.poison,
+                duplicates_by_station=stored.duplicates_by_station,
             )
         )
+        for station_id, max_seq in stored.syncs.items():
+            sync = Sync(max_seq=max_seq)
+            self._client.publish(topic(station_id, StationTopic.SYNC), encode(sync), qos=1)
+        for sid, n in stored.duplicates_by_station.items():
+            log.info("%d duplicate record(s) from %s: already stored, acknowledged again", n, sid)
         if self._on_stored is not None:
             self._on_stored(stored)
 

@@ -24,7 +24,7 @@ def station_toml(station_id: str, broker: Broker, workdir: Path, password_file: 
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
         f'password_file = "{password_file}"\n\n'
         '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{workdir / station_id / "outbox.json"}"\n\n'
+        f'[outbox]\npath = "{workdir / station_id / "outbox"}"\n\n'
         '[feedback]\ntype = "log"\n\n'
         "[workflow]\ntube_patterns = ['DEMO-\\d{2}-\\d{6}']\npool_size = 5\n"
     )

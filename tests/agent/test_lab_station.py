@@ -64,6 +64,7 @@ def test_every_entry_is_valid_under_the_contract() -> None:
 def test_the_station_loop_saves_sends_and_restores_the_open_box(tmp_path: Path) -> None:
     uplink, feedback = FakeUplink(), RecordingFeedback()
     with TinyDbOutbox(tmp_path / "outbox.json") as outbox:
+        outbox.learn_seq_floor(0)  # as the server's Sync would
         station = Station(
             station_id="lab-1",
             boot_id="boot-1",

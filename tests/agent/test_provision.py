@@ -151,6 +151,7 @@ def test_reprovisioning_continues_the_record_numbers_and_sets_aside_another_stat
     outbox_path = tmp_path / "state" / "outbox.json"
     outbox_path.parent.mkdir()
     with TinyDbOutbox(outbox_path) as outbox:
+        outbox.learn_seq_floor(0)  # as the server's Sync would
         outbox.append(record(1).model_copy(update={"station_id": "old-station-01"}))
     provision(
         server_url="https://s.example.org",

@@ -70,6 +70,7 @@ def selftest(
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[TinyDbOutbox]:
     with TinyDbOutbox(tmp_path / "outbox.json", capacity=100) as box:
+        box.learn_seq_floor(0)  # as the server's Sync would
         yield box
 
 
@@ -123,6 +124,7 @@ def test_an_unacknowledged_record_fails_the_server_check_and_stays_in_the_outbox
 
 def test_a_nearly_full_outbox_fails(tmp_path: Path) -> None:
     with TinyDbOutbox(tmp_path / "outbox.json", capacity=10) as small:
+        small.learn_seq_floor(0)  # as the server's Sync would
         uplink = FakeUplink()
         for seq in range(1, 9):
             small.append(

@@ -21,6 +21,7 @@ def make_station() -> Iterator[Callable[[Path, FakeUplink], Made]]:
 
     def make(tmp_path: Path, uplink: FakeUplink) -> Made:
         outbox = TinyDbOutbox(tmp_path / "outbox.json")
+        outbox.learn_seq_floor(0)  # as the server's Sync would
         opened.append(outbox)
         return _station(outbox, uplink)
 
@@ -74,11 +75,13 @@ def test_offline_scans_are_kept_and_sent_on_reconnect(
     assert feedback.signals == [Signal.SAVED, Signal.SAVED]  # saving goes on while offline
     assert uplink.published == []
     uplink.set_connected(True)
+    station.tick()  # the backlog drains from the loop, at the configured pace
     assert feedback.conditions[Condition.OFFLINE] is False
     assert [r.code for r in uplink.published] == ["A-1", "A-2"]
     uplink.set_connected(False)
     assert feedback.conditions[Condition.OFFLINE] is True
     uplink.set_connected(True)  # not acknowledged yet: everything goes again
+    station.tick()
     assert [r.code for r in uplink.published] == ["A-1", "A-2", "A-1", "A-2"]
 
 

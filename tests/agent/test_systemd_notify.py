@@ -92,7 +92,11 @@ def test_the_agent_process_notifies_ready_watchdog_status_and_stopping(
 ) -> None:
     path, sock = notify_socket
     agent = start_agent(
-        tmp_path, broker, "st-1", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}
+        tmp_path,
+        broker,
+        "st-1",
+        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"},
+        wait_ready=False,  # no server here to give the seq floor: READY=1 must not wait for one
     )
     seen: list[str] = []
     try:

@@ -87,6 +87,7 @@ def test_the_outbox_keeps_a_session_history_apart_from_pending_records(tmp_path:
     for text in ("T-0001", PERSONS[0], PERSONS[1]):
         d.scan(text)
     with TinyDbOutbox(tmp_path / "outbox.json") as outbox:
+        outbox.learn_seq_floor(0)  # as the server's Sync would
         for record in d.records:
             outbox.append(record)
         outbox.remember(d.records[:2])
@@ -98,5 +99,6 @@ def test_the_outbox_keeps_a_session_history_apart_from_pending_records(tmp_path:
         outbox.forget([2, 99])
         outbox.forget([])
     with TinyDbOutbox(tmp_path / "outbox.json") as outbox:  # durable
+        outbox.learn_seq_floor(0)  # as the server's Sync would
         assert outbox.remembered() == [d.records[0], d.records[2]]
         assert outbox.last_seq() == 3

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -11,10 +13,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from swabline.broker import SERVER_USER, Broker, free_port
 
@@ -32,6 +36,74 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         time.sleep(interval)
 
 
+@contextlib.contextmanager
+def small_disk(mountpoint: Path, size_kib: int) -> Iterator[Path]:
+    """A real, tiny file system (tmpfs) at ``mountpoint``, for disk-full tests.
+
+    Mounting needs root, or passwordless sudo (as on CI machines). Like the PostgreSQL tests,
+    these are skipped on a laptop that has neither, and fail in CI.
+    """
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    cmd = [*sudo, "mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0777", "tmpfs"]
+    try:
+        done = subprocess.run([*cmd, str(mountpoint)], capture_output=True, text=True, check=False)
+        problem = done.stderr.strip() if done.returncode != 0 else ""
+    except OSError as exc:  # no sudo at all
+        problem = str(exc)
+    if problem:
+        message = f"disk-full tests mount a tmpfs: need root or passwordless sudo ({problem})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run([*sudo, "umount", "-l", str(mountpoint)], check=False)
+
+
+SAVED_LINE = re.compile(r"saved record ([0-9a-f-]{36}) seq (\d+)")
+"""What the station logs when it signals SAVED (once the record is synced to disk)."""
+
+
+def saved_in_log(log: Path) -> dict[str, int]:
+    """Record id -> seq of every record signalled as saved, over every run sharing ``log``."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {rid: int(seq) for rid, seq in SAVED_LINE.findall(text)}
+
+
+class Feeder:
+    """Feeds codes to agents at a steady pace from a thread, surviving agent restarts.
+
+    ``agents()`` is asked for the current agents each time, so a test can restart them.
+    """
+
+    def __init__(self, prefix: str, interval_s: float, agents: Callable[[], list[AgentProc]]):
+        self.prefix, self.interval_s, self.agents = prefix, interval_s, agents
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"feeder-{prefix}", daemon=True)
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for agent in self.agents():
+                code = f"{self.prefix}-{agent.station_id}-{self.sent:06d}"
+                with contextlib.suppress(OSError, ValueError):  # a killed agent: try the next
+                    agent.feed([code])
+            self.sent += 1
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -46,6 +118,7 @@ class ServerProc:
     log: Path
     token: str = ""
     """API token of the bootstrap provincial admin (every /api/* call needs one)."""
+    log_start: int = 0
 
     def get(self, path: str) -> Any:
         return json.loads(self.get_text(path))
@@ -122,6 +195,7 @@ def start_server(
     cmd = [sys.executable, "-m", "swabline", "server", "--config", str(conf)]
     if workers is not None:
         cmd += ["--ingest-workers", str(workers)]
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd,
@@ -130,15 +204,20 @@ def start_server(
             env=_env(),
             cwd=workdir,
         )
-    server = ServerProc(proc, f"http://127.0.0.1:{port}", log, token)
+    server = ServerProc(proc, f"http://127.0.0.1:{port}", log, token, start)
     expected = 1 if workers is None else workers
+
+    def this_run() -> str:
+        with log.open("rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()}")
+            raise AssertionError(f"server exited: {this_run()}")
         try:
             server.get("/healthz")
-            return log.read_text().count("ingest connected") >= expected
+            return this_run().count("ingest connected") >= expected
         except OSError:
             return False
 
@@ -152,6 +231,8 @@ class AgentProc:
     proc: subprocess.Popen[bytes]
     outbox: Path
     log: Path
+    log_start: int = 0
+    """Where this run's lines begin in ``log`` (the file is shared by restarts)."""
     sent: list[str] = field(default_factory=list)
 
     def feed(self, codes: list[str]) -> None:
@@ -159,6 +240,29 @@ class AgentProc:
         self.proc.stdin.write("".join(c + "\n" for c in codes).encode())
         self.proc.stdin.flush()
         self.sent.extend(codes)
+
+    def saved(self) -> dict[str, int]:
+        """Record id -> seq of every record this run signalled as saved."""
+        return {rid: int(seq) for rid, seq in SAVED_LINE.findall(self.log_text())}
+
+    def log_text(self) -> str:
+        """This run's log lines."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the agent accepts scans (a new outbox first learns its seq floor)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited: {self.log_text()}")
+            text = self.log_text()
+            if "starting (" not in text:
+                return False
+            return "new outbox" not in text or "scans are accepted" in text
+
+        wait_for(ready, timeout, f"agent {self.station_id} to accept scans")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -169,7 +273,8 @@ class AgentProc:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
         return self.proc.returncode
 
 
@@ -179,12 +284,17 @@ def start_agent(
     station_id: str,
     *,
     extra_mqtt: str = "",
+    extra_outbox: str = "",
     port: int | None = None,
+    outbox: Path | None = None,
+    wait_ready: bool = True,
     env: dict[str, str] | None = None,
     workflow: str | None = None,
 ) -> AgentProc:
-    """Start ``swabline agent`` reading scans from its stdin.
+    """Start ``swabline agent`` reading codes from its stdin (``AgentProc.feed``).
 
+    By default waits until the agent accepts scans; ``port`` points it elsewhere than the
+    broker (e.g. a ``TcpProxy``), ``outbox`` elsewhere than ``workdir/<station>/outbox``.
     ``workflow``: the body of a ``[workflow]`` section (TOML); without it the agent stores every
     scan as a raw ``scan`` record.
     """
@@ -192,17 +302,20 @@ def start_agent(
     d.mkdir(parents=True, exist_ok=True)
     secret = d / "mqtt.secret"
     secret.write_text(broker.users[station_id])
-    outbox = d / "outbox.json"
+    outbox = outbox or d / "outbox"
     conf = d / "station.toml"
     conf.write_text(
         f'station_id = "{station_id}"\n\n'
         f'[mqtt]\nhost = "{broker.host}"\nport = {port or broker.port}\n'
-        f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n{extra_mqtt}\n'
+        f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n'
+        "reconnect_min_s = 0.2\nreconnect_max_s = 2\n"
+        f"{extra_mqtt}\n"
         '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{outbox}"\n\n[feedback]\ntype = "log"\n'
+        f'[outbox]\npath = "{outbox}"\n{extra_outbox}\n[feedback]\ntype = "log"\n'
         + (f"\n[workflow]\n{workflow}\n" if workflow is not None else "")
     )
     log = d / "agent.log"
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swabline", "agent", "--config", str(conf)],
@@ -211,7 +324,14 @@ def start_agent(
             stderr=subprocess.STDOUT,
             env={**_env(), **(env or {})},
         )
-    return AgentProc(station_id, proc, outbox, log)
+    agent = AgentProc(station_id, proc, outbox, log, start)
+    if wait_ready:
+        try:
+            agent.wait_ready()
+        except AssertionError as exc:
+            agent.stop(signal.SIGKILL)
+            raise AssertionError(f"{exc}; its log:\n{agent.log_text()}") from None
+    return agent
 
 
 def mqtt_connack(

@@ -1,0 +1,28 @@
+"""The tally of each fault-injection scenario, printed at the end of the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tally:
+    scenario: str
+    size: str
+    saved: int
+    """Scans the station signalled SAVED (its promise: durable on the station)."""
+    stored: int
+    """Of those, how many are in the central database."""
+    duplicated: int
+    """Saved scans stored more than once centrally."""
+    lost: int
+    """Saved scans missing from the central database."""
+    refused: int = 0
+    """Scans refused with a signal (nothing stored), e.g. disk full."""
+    resent: int = 0
+    """Copies the server received again and discarded (counted, acknowledged, not stored)."""
+    unsignalled: int = 0
+    """Stored, but the station died between the disk sync and the signal."""
+
+
+RESULTS: list[Tally] = []
