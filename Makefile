@@ -2,53 +2,62 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTHON3 ?= python3
+PIP     := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test check lint format typecheck pytest chaos bench venv system-deps-demo system-deps-test lock clean
+.PHONY: demo test check lint format typecheck pytest chaos bench system-deps-demo system-deps-test lock clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	@$(PYTHON3) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+
+# The station and server parts only: what the demo runs.
+$(VENV)/.demo: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) -e '.[agent,server]'
 	@touch $@
 
-venv: $(VENV)/.installed
+# Everything, with the test and lint tools.
+$(VENV)/.dev: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) -e '.[dev]'
+	@touch $@
 
 system-deps-demo:
-	@scripts/system-deps.sh demo
+	@PYTHON3=$(PYTHON3) scripts/system-deps.sh demo
 
 system-deps-test:
-	@scripts/system-deps.sh test
+	@PYTHON3=$(PYTHON3) scripts/system-deps.sh test
 
-demo: system-deps-demo venv
+demo: system-deps-demo $(VENV)/.demo
 	$(VENV)/bin/swabline demo
 
-test: system-deps-test venv check pytest
+test: system-deps-test $(VENV)/.dev
+	$(MAKE) check
+	$(MAKE) pytest
 
 check: lint typecheck
 
-lint: venv
+lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: venv
+format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-typecheck: venv
+typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
-pytest: venv
-	$(VENV)/bin/pytest -m "not chaos"
+pytest: $(VENV)/.dev
+	$(VENV)/bin/pytest
 
-chaos: system-deps-test venv
+chaos: system-deps-test $(VENV)/.dev
 	$(VENV)/bin/pytest -m chaos -s tests/integration
 
-bench: system-deps-test venv
+bench: system-deps-test $(VENV)/.dev
 	$(PY) -m bench
 
 # Regenerate the pinned versions after changing dependencies in pyproject.toml.
-lock: venv
+lock: $(VENV)/.dev
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:

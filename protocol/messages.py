@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from protocol.topics import STATION_ID_PATTERN
 
@@ -29,6 +29,7 @@ RecordId = Annotated[
     str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ]
 Version = Literal[1]
+_WIRE = "wire"
 
 
 class PayloadError(ValueError):
@@ -43,6 +44,14 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Version = PROTOCOL_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        # Code may leave ``v`` to its default; a payload from the wire must state it.
+        if info.context == _WIRE and isinstance(data, dict) and "v" not in data:
+            raise ValueError("the protocol version field 'v' is missing")
+        return data
 
 
 class Record(_Message):
@@ -126,7 +135,7 @@ def decode(model: type[M], payload: bytes) -> M:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        return model.model_validate_json(payload)
+        return model.model_validate_json(payload, context=_WIRE)
     except ValidationError as exc:
         raise PayloadError(_reason(exc)) from None
 
@@ -137,7 +146,7 @@ def _reason(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "payload"
     if first["type"] == "json_invalid":
         return "not valid JSON"
-    if where == "v":
+    if where == "v" or "'v' is missing" in first["msg"]:
         return f"unsupported protocol version (expected {PROTOCOL_VERSION})"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first['msg']}{more}"

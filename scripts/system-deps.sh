@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages Swabline's demo and tests need, only those missing.
-#   scripts/system-deps.sh demo   -> mosquitto
-#   scripts/system-deps.sh test   -> mosquitto, libzbar0, chromium, headers for evdev
+# Installs the Debian/Ubuntu packages Swabline needs, only those missing, with apt-get.
+#   scripts/system-deps.sh demo   -> venv support, mosquitto
+#   scripts/system-deps.sh test   -> also libzbar0 (pyzbar), chromium (browser tests),
+#                                    gcc + Python headers + linux-libc-dev (evdev builds)
 set -euo pipefail
+PYTHON3=${PYTHON3:-python3}
 want=(mosquitto)
+if ! "$PYTHON3" -c 'import ensurepip, venv' 2>/dev/null; then
+  want+=("python3-venv")
+fi
 if [ "${1:-demo}" = test ]; then
   want+=(libzbar0 chromium linux-libc-dev)
+  command -v gcc >/dev/null || want+=(gcc)
+  if ! "$PYTHON3" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    want+=(python3-dev)
+  fi
 fi
 missing=()
 for pkg in "${want[@]}"; do
@@ -28,4 +37,3 @@ if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get 
   echo "error: could not install ${missing[*]} with apt-get; install them and re-run." >&2
   exit 1
 fi
-# Debian's mosquitto package starts a system-wide broker on 1883; Swabline never uses it.

@@ -15,6 +15,8 @@ from typing import IO
 
 from swabline.broker import SERVER_USER, Broker, BrokerError
 
+MANUAL_STATION = "manual-1"
+
 
 def station_toml(station_id: str, broker: Broker, workdir: Path, password_file: Path) -> str:
     return (
@@ -71,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="swabline-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     ids = [f"demo-{i}" for i in range(1, args.stations + 1)]
-    passwords = {u: secrets.token_urlsafe(16) for u in [SERVER_USER, *ids]}
+    # 'manual-1' is run by nobody: a person can act as it with mosquitto_pub (docs/protocol.md).
+    passwords = {u: secrets.token_urlsafe(16) for u in [SERVER_USER, *ids, MANUAL_STATION]}
     procs: list[subprocess.Popen[str]] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        broker = Broker(workdir / "broker", users=passwords).start()
+        broker = Broker(workdir / "broker", users=passwords, port=args.mqtt_port or None).start()
     except BrokerError as exc:
         print(f"swabline demo: {exc}", file=sys.stderr)
         return 1
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 args.http_port,
             )
         )
+        write_secret(workdir / f"{MANUAL_STATION}.secret", passwords[MANUAL_STATION])
         exe = [sys.executable, "-m", "swabline"]
         procs.append(subprocess.Popen([*exe, "server", "--config", str(server_conf)], text=True))
         for no, sid in enumerate(ids, 1):
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             f"\nSwabline demo running: broker on {broker.host}:{broker.port}, "
             f"{len(ids)} stations scanning.\n"
             f"Dashboard: http://127.0.0.1:{args.http_port}/\n"
+            f"Act as station {MANUAL_STATION} by hand: password in "
+            f"{workdir / (MANUAL_STATION + '.secret')} (see docs/protocol.md).\n"
             f"State in {workdir}. Press Ctrl-C to stop.\n",
             flush=True,
         )
