@@ -10,19 +10,32 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
 from agent.clock import SystemClock
+from agent.commands import CommandHandler
 from agent.config import StationConfig, load_config
+from agent.diagnostics import Diagnostics, RingLogHandler
 from agent.errors import AgentError
 from agent.feedback import LogFeedback, NoFeedback
+from agent.health import (
+    HealthProbe,
+    HealthReading,
+    LinuxHealthProbe,
+    PiHealthProbe,
+    probe_for_this_machine,
+)
 from agent.identity import boot_id
 from agent.mqtt import MqttUplink
+from agent.ops import OpsHooks
 from agent.outbox import TinyDbOutbox
-from agent.ports import Feedback, ScanSource
+from agent.ports import Clock, Feedback, Outbox, ScanSource
 from agent.sources import LineScanSource
 from agent.station import RecordEveryScan, Station
+from agent.telemetry import HeartbeatReporter
+from protocol import CommandResult
 
 log = logging.getLogger("swabline.agent")
 
@@ -37,6 +50,66 @@ def build_sources(config: StationConfig) -> list[ScanSource]:
 
 def build_feedback(config: StationConfig) -> Feedback:
     return LogFeedback() if config.feedback.type == "log" else NoFeedback()
+
+
+def build_probe(config: StationConfig) -> HealthProbe:
+    disk = config.outbox.path.parent
+    match config.health.probe:
+        case "pi":
+            return PiHealthProbe(disk_path=disk)
+        case "linux":
+            return LinuxHealthProbe(disk_path=disk)
+        case "none":
+            return _NoProbe()
+    return probe_for_this_machine(disk)
+
+
+class _NoProbe:
+    def read(self) -> HealthReading:
+        return HealthReading()
+
+
+def build_ops(
+    config: StationConfig,
+    *,
+    clock: Clock,
+    outbox: Outbox,
+    feedback: Feedback,
+    workflow: object,
+    boot: str,
+    scanners: int,
+    publish_result: Callable[[CommandResult], None],
+    logs: RingLogHandler,
+) -> OpsHooks:
+    """Heartbeat telemetry and remote commands for ``Station(ops=...)``."""
+    probe = build_probe(config)
+    reporter = HeartbeatReporter(
+        clock=clock,
+        outbox=outbox,
+        probe=probe,
+        agent_version=__version__,
+        boot_id=boot,
+        heartbeat_s=config.mqtt.heartbeat_s,
+        scanners_expected=scanners,
+        timezone=config.health.timezone,
+    )
+    diagnostics = Diagnostics(
+        config=config,
+        outbox=outbox,
+        logs=logs,
+        probe=probe,
+        clock=clock,
+        agent_version=__version__,
+        extra=lambda: {"heartbeat": reporter.fields()},
+    )
+    commands = CommandHandler(
+        workflow=workflow,
+        feedback=feedback,
+        clock=clock,
+        publish_result=publish_result,
+        diagnostics=diagnostics.bundle,
+    )
+    return OpsHooks(reporter=reporter, commands=commands)
 
 
 def read_secret(path: Path | None) -> str | None:
@@ -57,14 +130,16 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config:
         print(f"{args.config}: OK (station {config.station_id})")
         return 0
+    logs = RingLogHandler(capacity=config.health.log_lines)
+    logging.getLogger().addHandler(logs)
     try:
-        return _run_station(config)
+        return _run_station(config, logs)
     except AgentError as exc:
         log.error("%s", exc)
         return 1
 
 
-def _run_station(config: StationConfig) -> int:
+def _run_station(config: StationConfig, logs: RingLogHandler) -> int:
     clock = SystemClock()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,17 +159,31 @@ def _run_station(config: StationConfig) -> int:
             clock_wall=clock.wall,
             agent_version=__version__,
         )
+        boot = boot_id()
+        sources = build_sources(config)
+        workflow = RecordEveryScan()
         station = Station(
             station_id=config.station_id,
-            boot_id=boot_id(),
-            sources=build_sources(config),
-            workflow=RecordEveryScan(),
+            boot_id=boot,
+            sources=sources,
+            workflow=workflow,
             outbox=outbox,
             uplink=uplink,
             feedback=feedback,
             clock=clock,
             heartbeat_s=config.mqtt.heartbeat_s,
             resend_after_s=config.mqtt.resend_after_s,
+            ops=build_ops(
+                config,
+                clock=clock,
+                outbox=outbox,
+                feedback=feedback,
+                workflow=workflow,
+                boot=boot,
+                scanners=len(sources),
+                publish_result=uplink.publish_command_result,
+                logs=logs,
+            ),
         )
         log.info("station %s starting (%d records waiting)", config.station_id, len(outbox))
         try:
@@ -103,4 +192,4 @@ def _run_station(config: StationConfig) -> int:
             uplink.close()
             feedback.close()
         log.info("station %s stopped (%d records waiting)", config.station_id, len(outbox))
-    return 0
+    return station.exit_code

@@ -9,8 +9,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import ConfigError
 from protocol.topics import STATION_ID_PATTERN
@@ -65,6 +66,28 @@ class FeedbackConfig(_Section):
     )
 
 
+class HealthConfig(_Section):
+    probe: Literal["auto", "linux", "pi", "none"] = Field(
+        "auto",
+        description="Machine readings: 'pi' adds under-voltage/throttling, 'auto' detects a Pi.",
+    )
+    timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone whose midnight resets the scans-today count."
+    )
+    log_lines: int = Field(
+        2000, ge=0, le=100_000, description="Recent log lines kept in memory for diagnostics."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -73,6 +96,7 @@ class StationConfig(_Section):
     scanner: ScannerConfig = Field(description="Where scans come from.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
 
 def parse_config(text: str, *, source: str = "<config>") -> StationConfig:

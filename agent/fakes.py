@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from agent.health import HealthReading
 from agent.ports import (
     Acked,
     Condition,
@@ -15,7 +16,7 @@ from agent.ports import (
     SourceSink,
     UplinkSink,
 )
-from protocol import Heartbeat, Record
+from protocol import CommandResult, Heartbeat, Record
 
 
 class FakeScanSource:
@@ -81,6 +82,7 @@ class FakeUplink:
     def __init__(self, *, connected: bool = True) -> None:
         self.published: list[Record] = []
         self.heartbeats: list[Heartbeat] = []
+        self.command_results: list[CommandResult] = []
         self._connected = connected
         self._sink: UplinkSink | None = None
 
@@ -99,6 +101,9 @@ class FakeUplink:
     def publish_heartbeat(self, heartbeat: Heartbeat) -> None:
         self.heartbeats.append(heartbeat)
 
+    def publish_command_result(self, result: CommandResult) -> None:
+        self.command_results.append(result)
+
     def set_connected(self, connected: bool) -> None:
         """Simulate the broker connection coming or going."""
         self._connected = connected
@@ -111,3 +116,13 @@ class FakeUplink:
 
     def close(self) -> None:
         self._sink = None
+
+
+class FakeHealthProbe:
+    """Returns ``reading``; tests change it between heartbeats."""
+
+    def __init__(self, reading: HealthReading | None = None) -> None:
+        self.reading = reading or HealthReading()
+
+    def read(self) -> HealthReading:
+        return self.reading

@@ -15,7 +15,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import UplinkError
 from agent.ports import Acked, CommandReceived, Connected, Disconnected, UplinkSink
-from protocol import Ack, Command, Heartbeat, PayloadError, Record, Status, decode, encode
+from protocol import (
+    Ack,
+    Command,
+    CommandResult,
+    Heartbeat,
+    PayloadError,
+    Record,
+    Status,
+    decode,
+    encode,
+)
 from protocol.topics import StationTopic, topic
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,12 @@ class MqttUplink:
     def publish_heartbeat(self, heartbeat: Heartbeat) -> None:
         self._client.publish(self._heartbeat_topic, encode(heartbeat), qos=0)
 
+    def publish_command_result(self, result: CommandResult) -> None:
+        """Answer a command (QoS 1; queued in memory while disconnected)."""
+        self._client.publish(
+            topic(self.station_id, StationTopic.COMMAND_RESULTS), encode(result), qos=1
+        )
+
     def close(self) -> None:
         """Publish a retained death ourselves (a clean disconnect suppresses the will)."""
         if self._sink is None:
@@ -152,7 +168,8 @@ class MqttUplink:
         kind = msg.topic.rsplit("/", 1)[-1]
         try:
             if kind == StationTopic.ACKS.value:
-                self._emit(Acked(tuple(decode(Ack, bytes(msg.payload)).record_ids)))
+                ack = decode(Ack, bytes(msg.payload))
+                self._emit(Acked(tuple(ack.record_ids), server_time=ack.server_time))
             elif kind == StationTopic.COMMANDS.value:
                 self._emit(CommandReceived(decode(Command, bytes(msg.payload))))
         except PayloadError as exc:

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from agent.errors import OutboxError, OutboxFullError
 from agent.identity import uuid7
@@ -35,6 +36,9 @@ from agent.ports import (
     Workflow,
 )
 from protocol import Heartbeat, Record
+
+if TYPE_CHECKING:
+    from agent.ops import StationOps
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class Station:
         resend_after_s: a record published but not acknowledged after this long is sent again
             (the broker drops messages nobody was subscribed to; the server may have died
             before committing).
+        ops: heartbeat telemetry and remote commands (``agent.ops``); optional.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Station:
         tick_s: float = 1.0,
         heartbeat_s: float = 10.0,
         resend_after_s: float = 30.0,
+        ops: StationOps | None = None,
     ) -> None:
         self.station_id = station_id
         self.boot_id = boot_id
@@ -107,6 +113,9 @@ class Station:
         self._sent_ns: dict[str, int] = {}  # record id -> when last published, this connection
         self.saved = 0
         self.confirmed = 0
+        self._ops = ops
+        self._stop: threading.Event | None = None
+        self.exit_code = 0
 
     def submit(self, event: StationEvent) -> None:
         """Hand an event to the station thread (thread-safe)."""
@@ -114,6 +123,7 @@ class Station:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
+        self._stop = stop
         self._workflow.restore(self._outbox.pending())
         self._feedback.set_condition(Condition.OFFLINE, True)
         for source in self._sources:
@@ -146,13 +156,19 @@ class Station:
                 self._publish(r for r in self._outbox.pending() if r.record_id in overdue)
         if self._on_tick is not None:
             self._on_tick()
+        if self._ops is not None:
+            self._ops.tick()
 
     def heartbeat(self) -> Heartbeat:
-        return Heartbeat(
+        heartbeat = Heartbeat(
             time=self._clock.wall(),
             uptime_s=(self._clock.monotonic_ns() - self._started_ns) / 1e9,
             outbox_depth=len(self._outbox),
         )
+        if self._ops is not None:
+            fields = {**self._ops.heartbeat_fields(), **heartbeat.model_dump(exclude_none=True)}
+            heartbeat = Heartbeat.model_validate(fields)
+        return heartbeat
 
     def _publish(self, records: Iterable[Record]) -> None:
         now = self._clock.monotonic_ns()
@@ -162,6 +178,8 @@ class Station:
 
     def handle(self, event: StationEvent) -> None:
         """Handle one event (public so tests can drive a station without threads)."""
+        if self._ops is not None:
+            self._ops.observe(event)
         match event:
             case Scan():
                 self._on_scan(event)
@@ -182,7 +200,10 @@ class Station:
                     self.confirmed += len(done)
                     self._feedback.signal(Signal.CONFIRMED)
             case CommandReceived():
-                log.info("command %s received (not handled yet)", event.command.name)
+                if self._ops is not None:
+                    self._ops.on_command(event.command, self)
+                else:
+                    log.info("command %s ignored: no ops hooks", event.command.name)
 
     def _on_scan(self, scan: Scan) -> None:
         decision = self._workflow.decide(scan)
@@ -221,3 +242,25 @@ class Station:
             raise
         self.saved += 1
         return record
+
+    # --- what remote commands may ask (agent.commands.StationControl) ---------------------------
+
+    def record(self, entries: Sequence[Entry]) -> int:
+        """Store ``entries`` as records and send them if connected; returns how many."""
+        records = [self._store(entry) for entry in entries]
+        if self._uplink.connected:
+            self._publish(records)
+        return len(records)
+
+    def resend_pending(self) -> int:
+        """Send every unacknowledged record again now (resynchronise); returns how many."""
+        pending = self._outbox.pending()
+        if self._uplink.connected:
+            self._publish(pending)
+        return len(pending)
+
+    def request_exit(self, code: int) -> None:
+        """Stop the loop; the agent then exits with ``code`` (see ``agent.__main__``)."""
+        self.exit_code = code
+        if self._stop is not None:
+            self._stop.set()
