@@ -1,9 +1,19 @@
 """Errors raised by the server.
 
 ServerError
-├── ConfigError (ValueError)      the server configuration is invalid
-└── DatabaseError (RuntimeError)  the database cannot be reached or migrated
+├── ConfigError (ValueError)        the server configuration is invalid
+├── DatabaseError (RuntimeError)    the database cannot be reached or migrated
+├── ImportRowsError (ValueError)    a CSV import was refused; ``errors`` lists every bad row
+└── HttpError                       an HTTP request is refused; rendered by one handler
+    ├── BadRequestError             400 the request is well-formed but makes no sense
+    ├── NotAuthenticatedError       401 no session or token, or an expired/unknown one
+    ├── ForbiddenError              403 authenticated, but the role does not allow it
+    ├── NotFoundError               404 no such object in the caller's scope
+    ├── ConflictError               409 the object exists already / is in use
+    └── TooManyRequestsError        429 rate-limited (login)
 """
+
+from __future__ import annotations
 
 
 class ServerError(Exception):
@@ -16,3 +26,49 @@ class ConfigError(ServerError, ValueError):
 
 class DatabaseError(ServerError, RuntimeError):
     """The database cannot be reached or migrated."""
+
+
+class ImportRowsError(ServerError, ValueError):
+    """A CSV import was refused: nothing was applied. ``errors`` holds one line per bad row."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class HttpError(ServerError):
+    """An HTTP request is refused. ``status`` and ``code`` go to the client with the message."""
+
+    status = 400
+    code = "bad_request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if headers is not None:
+            self.headers = headers
+
+
+class BadRequestError(HttpError):
+    status, code = 400, "bad_request"
+
+
+class NotAuthenticatedError(HttpError):
+    status, code = 401, "not_authenticated"
+
+
+class ForbiddenError(HttpError):
+    status, code = 403, "forbidden"
+
+
+class NotFoundError(HttpError):
+    status, code = 404, "not_found"
+
+
+class ConflictError(HttpError):
+    status, code = 409, "conflict"
+
+
+class TooManyRequestsError(HttpError):
+    status, code = 429, "too_many_requests"

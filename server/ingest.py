@@ -1,18 +1,38 @@
 """Ingest: MQTT messages from stations -> validated rows -> one commit per batch -> acks.
 
 ``classify`` is pure (bytes in, decisions out); ``store_batch`` does the database work in one
-transaction; ``MqttIngest`` is the thin adapter that feeds them from the broker and publishes the
-acknowledgements after the commit.
+transaction (raw records, their projection into the domain tables, station bookkeeping,
+rejections); ``MqttIngest`` is the thin adapter that feeds them from the broker and publishes the
+acknowledgements after the commit; ``run_worker`` is the body of one ingest worker process.
+
+What is acknowledged (the station may then forget the record):
+
+- a record stored now, or stored before (a resend);
+- a record whose envelope is valid but whose ``kind`` is unknown or whose ``data`` does not
+  match its kind's schema (``protocol.events.DATA_MODELS``): it is kept in
+  ``rejected_messages`` with the reason, its ``record_id`` and ``seq``, never in ``records``.
+  Resending it could never make it valid, so it is acknowledged to stop the station resending
+  it forever; it is never silently dropped;
+- a record whose (station, seq) is already taken by a different record (kept as rejected);
+- a record the database refused on its own (a "poison" record, e.g. a value the schema allows
+  but a column does not): kept as rejected with the database's reason.
+
+A message that is not a valid record envelope (bad JSON, wrong version, a station id that does
+not match the topic, ...) is kept as rejected and not acknowledged: there is no record id to
+acknowledge, or it would be acknowledged to the wrong station.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
+import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +40,19 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy import Engine, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, bindparam, case, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
 from protocol import Ack, Heartbeat, PayloadError, Record, Status, decode, encode
+from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
-from server.models import RecordRow, RejectedMessage, StationRow
+from server.db import upsert
+from server.metrics import IngestCounters
+from server.models import RecordRow, RejectedMessage, StationRow, table
+from server.projection import Projected, project
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +71,29 @@ class Rejection:
     message: Message
     reason: str
     station_id: str | None = None
+    record_id: str | None = None
+    seq: int | None = None
 
 
 @dataclass
 class Classified:
     records: list[Record] = field(default_factory=list)
+    """Records whose envelope and data are valid."""
+    data: dict[str, BaseModel] = field(default_factory=dict)
+    """record_id -> the record's ``data`` parsed with its kind's model."""
+    invalid: list[Rejection] = field(default_factory=list)
+    """Valid envelopes with an unknown kind or invalid data: kept as rejected, acknowledged."""
     statuses: list[tuple[str, Status]] = field(default_factory=list)
     heartbeats: list[tuple[str, Heartbeat]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     received_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def _data_reason(kind: str, exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "data"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{kind} data.{where}: {first['msg']}{more}"
 
 
 def classify(messages: Iterable[Message]) -> Classified:
@@ -75,7 +114,33 @@ def classify(messages: Iterable[Message]) -> Classified:
                             f"station_id {record.station_id!r} does not match the topic's "
                             f"{where.station_id!r}"
                         )
+                    model = DATA_MODELS.get(record.kind)
+                    if model is None:
+                        out.invalid.append(
+                            Rejection(
+                                m,
+                                f"unknown record kind {record.kind!r}",
+                                record.station_id,
+                                record.record_id,
+                                record.seq,
+                            )
+                        )
+                        continue
+                    try:
+                        data = model.model_validate(record.data)
+                    except ValidationError as exc:
+                        out.invalid.append(
+                            Rejection(
+                                m,
+                                _data_reason(record.kind, exc),
+                                record.station_id,
+                                record.record_id,
+                                record.seq,
+                            )
+                        )
+                        continue
                     out.records.append(record)
+                    out.data[record.record_id] = data
                     out.received_at[record.record_id] = m.received_at
                 case StationTopic.STATUS:
                     if m.payload:  # an empty retained message clears the topic
@@ -96,42 +161,54 @@ class Stored:
     acks: dict[str, list[str]] = field(default_factory=dict)
     inserted: int = 0
     duplicates: int = 0
+    invalid: int = 0
     rejected: int = 0
+    """Rows added to rejected_messages."""
+    stale_deaths: int = 0
+    poison: int = 0
+
+    def merge(self, other: Stored) -> None:
+        for sid, ids in other.acks.items():
+            self.acks.setdefault(sid, []).extend(ids)
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.invalid += other.invalid
+        self.rejected += other.rejected
+        self.stale_deaths += other.stale_deaths
+        self.poison += other.poison
 
 
-def _insert(engine: Engine, table: Any) -> postgresql.Insert | sqlite.Insert:
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"database {dialect!r} is not supported")
-
-
-def store_batch(engine: Engine, batch: Classified) -> Stored:
+def store_batch(
+    engine: Engine, batch: Classified, *, known_stations: set[str] | None = None
+) -> Stored:
     """Store a classified batch in one transaction; returns what to acknowledge per station.
 
-    Idempotent by ``record_id``: a resent record is acknowledged again, never stored twice. A
-    record whose (station, seq) is taken by a different record is kept as a rejected message,
-    so it is never lost, and acknowledged so the station does not resend it forever.
+    Idempotent by ``record_id``: a resent record is acknowledged again, never stored or projected
+    twice. A record whose (station, seq) is taken by a different record is kept as a rejected
+    message, so it is never lost, and acknowledged so the station does not resend it forever.
+    ``known_stations`` (ids that have a ``stations`` row) saves a statement per batch; it is
+    updated after the commit.
     """
     result = Stored()
     now = datetime.now(UTC)
     unique = {r.record_id: r for r in batch.records}  # a resend inside the same batch
+    invalid = {r.record_id: r for r in batch.invalid if r.record_id is not None}
     rejections = list(batch.rejections)
+    station_ids = {r.station_id for r in unique.values()}
+    station_ids |= {r.station_id for r in invalid.values() if r.station_id}
+    station_ids |= {s for s, _ in batch.statuses} | {s for s, _ in batch.heartbeats}
+    new_stations = sorted(station_ids - (known_stations or set()))
     with Session(engine) as session, session.begin():
-        station_ids = {r.station_id for r in unique.values()}
-        station_ids |= {s for s, _ in batch.statuses} | {s for s, _ in batch.heartbeats}
-        if station_ids:
+        if new_stations:
             session.execute(
-                _insert(engine, StationRow)
-                .values([_new_station(s) for s in sorted(station_ids)])
+                upsert(engine, StationRow)
+                .values([_new_station(s, now) for s in new_stations])
                 .on_conflict_do_nothing(index_elements=["station_id"])
             )
         inserted: set[str] = set()
         if unique:
             rows = [_row(r, batch.received_at[r.record_id]) for r in unique.values()]
-            ins = _insert(engine, RecordRow).on_conflict_do_nothing().returning(RecordRow.record_id)
+            ins = upsert(engine, RecordRow).on_conflict_do_nothing().returning(RecordRow.record_id)
             inserted = set(session.scalars(ins, rows).all())
             missing = [rid for rid in unique if rid not in inserted]
             if missing:
@@ -148,24 +225,65 @@ def store_batch(engine: Engine, batch: Classified) -> Stored:
                         msg = Message(topic(rec.station_id, StationTopic.RECORDS), encode(rec), now)
                         rejections.append(
                             Rejection(
-                                msg, f"seq {rec.seq} already used by another record", rec.station_id
+                                msg,
+                                f"seq {rec.seq} already used by another record",
+                                rec.station_id,
+                                rec.record_id,
+                                rec.seq,
                             )
                         )
+        if invalid:
+            seen = set(
+                session.scalars(
+                    select(RejectedMessage.record_id).where(
+                        RejectedMessage.record_id.in_(sorted(invalid))
+                    )
+                )
+            )
+            result.duplicates += len(seen)
+            rejections.extend(r for rid, r in invalid.items() if rid not in seen)
+            result.invalid = len(invalid) - len(seen)
         result.duplicates += len(batch.records) - len(unique)
+        result.duplicates += sum(1 for r in batch.invalid if r.record_id is not None) - len(invalid)
         result.inserted = len(inserted)
-        _update_stations(session, unique.values(), batch, now)
+        project(
+            session,
+            engine,
+            [
+                Projected(unique[rid], batch.data[rid], batch.received_at[rid])
+                for rid in sorted(inserted)
+            ],
+        )
+        _update_stations(session, [unique[rid] for rid in inserted], now)
+        _apply_heartbeats(session, batch.heartbeats, now)
+        result.stale_deaths = _apply_statuses(session, batch.statuses, now)
         if rejections:
             session.add_all(_rejected_row(r) for r in rejections)
-        result.rejected = len(batch.rejections)
+        result.rejected = len(rejections)
+    if known_stations is not None:
+        known_stations.update(new_stations)
     acks: dict[str, list[str]] = defaultdict(list)
     for r in unique.values():
         acks[r.station_id].append(r.record_id)
+    for rej in invalid.values():
+        if rej.station_id and rej.record_id:
+            acks[rej.station_id].append(rej.record_id)
     result.acks = dict(acks)
     return result
 
 
-def _new_station(station_id: str) -> dict[str, Any]:
-    return {"station_id": station_id, "state": "unknown", "bd_seq": -1, "max_seq": 0}
+def _new_station(station_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "station_id": station_id,
+        "state": "unknown",
+        "bd_seq": -1,
+        "max_seq": 0,
+        "record_count": 0,
+        "active": True,
+        "first_seen_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _row(r: Record, received_at: datetime) -> dict[str, Any]:
@@ -193,16 +311,44 @@ def _rejected_row(r: Rejection) -> RejectedMessage:
         reason=r.reason[:500],
         size=len(r.message.payload),
         payload=r.message.payload[:KEEP_PAYLOAD_BYTES],
+        record_id=r.record_id,
+        seq=r.seq if r.seq is not None and r.seq < 2**63 else None,  # the column is 64-bit
     )
 
 
-def _update_stations(
-    session: Session, records: Iterable[Record], batch: Classified, now: datetime
-) -> None:
+def _greatest(column: Any, value: Any) -> Any:
+    return case((column < value, value), else_=column)
+
+
+def _update_stations(session: Session, records: Sequence[Record], now: datetime) -> None:
+    """Per-station sequence tracking: highest seq seen and how many records are stored."""
     max_seq: dict[str, int] = {}
+    count: dict[str, int] = defaultdict(int)
     for r in records:
         max_seq[r.station_id] = max(max_seq.get(r.station_id, 0), r.seq)
-    for sid, hb in batch.heartbeats:  # in arrival order: the last one wins
+        count[r.station_id] += 1
+    if not max_seq:
+        return
+    session.execute(
+        update(table(StationRow))
+        .where(StationRow.station_id == bindparam("b_station"))
+        .values(
+            last_seen_at=now,
+            max_seq=_greatest(StationRow.max_seq, bindparam("b_seq")),
+            record_count=StationRow.record_count + bindparam("b_count"),
+        ),
+        [
+            {"b_station": sid, "b_seq": seq, "b_count": count[sid]}
+            for sid, seq in sorted(max_seq.items())
+        ],
+    )
+
+
+def _apply_heartbeats(
+    session: Session, heartbeats: Sequence[tuple[str, Heartbeat]], now: datetime
+) -> None:
+    latest = dict(heartbeats)  # in arrival order: the last one of each station wins
+    for sid, hb in sorted(latest.items()):
         session.execute(
             update(StationRow)
             .where(StationRow.station_id == sid)
@@ -213,38 +359,172 @@ def _update_stations(
                 heartbeat=hb.model_dump(mode="json"),
             )
         )
-    for sid, seq in max_seq.items():
-        session.execute(
-            update(StationRow)
-            .where(StationRow.station_id == sid)
-            .values(last_seen_at=now, max_seq=_greatest(StationRow.max_seq, seq))
-        )
-    for sid, status in batch.statuses:
-        row = session.get(StationRow, sid)
-        if row is None:
-            continue
+
+
+def _apply_statuses(session: Session, statuses: Sequence[tuple[str, Status]], now: datetime) -> int:
+    """Births and deaths, in arrival order; returns how many deaths were stale.
+
+    Each is one conditional UPDATE, so concurrent workers (each subscribed to every status)
+    cannot interleave a read and a write: a death applies only while the stored ``bd_seq`` is
+    the death's own, so a late will from an older connection never overwrites a newer birth.
+    Births always apply (a reinstalled station restarts its counter).
+    """
+    stale = 0
+    for sid, status in statuses:
         if status.state == "online":
-            # Births always win (a reinstalled station restarts its counter).
-            row.state, row.bd_seq, row.last_seen_at = "online", status.bd_seq, now
-            row.agent_version = status.agent_version or row.agent_version
-        elif status.bd_seq == row.bd_seq:
-            row.state = "offline"
+            values: dict[str, Any] = {"state": "online", "bd_seq": status.bd_seq}
+            values["last_seen_at"] = now
+            if status.agent_version:
+                values["agent_version"] = status.agent_version[:32]
+            session.execute(update(StationRow).where(StationRow.station_id == sid).values(values))
         else:
-            log.info(
-                "ignoring stale death of %s (bd_seq %d, current %d)", sid, status.bd_seq, row.bd_seq
+            done = session.execute(
+                update(StationRow)
+                .where(StationRow.station_id == sid, StationRow.bd_seq == status.bd_seq)
+                .values(state="offline")
             )
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                stale += 1
+                log.info("ignoring stale death of %s (bd_seq %d)", sid, status.bd_seq)
+    return stale
 
 
-def _greatest(column: Any, value: int) -> Any:
-    return case((column < value, value), else_=column)
+def _transient(exc: SQLAlchemyError) -> bool:
+    """Worth retrying the same batch: lost connection, lock timeout, deadlock, serialization."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or ""
+        return code in {"40001", "40P01"} or code.startswith("08")
+    return False
+
+
+def _refused_data(exc: Exception) -> bool:
+    """Whether a value made the database or its driver refuse the statement (an int beyond 64
+    bits, a NUL in PostgreSQL text, a string longer than its column), as opposed to a transient
+    failure or a programming error."""
+    if isinstance(exc, DBAPIError):
+        return not _transient(exc)
+    if isinstance(exc, StatementError):
+        return isinstance(exc.orig, ValueError | OverflowError)
+    return isinstance(exc, OverflowError)
+
+
+def _split(batch: Classified) -> list[tuple[Classified, Message | None, Record | None]]:
+    """The batch as parts of one item each (rejections together), with the item's message."""
+    parts: list[tuple[Classified, Message | None, Record | None]] = [
+        (Classified(rejections=batch.rejections, invalid=batch.invalid), None, None)
+    ]
+    for sid, status in batch.statuses:
+        msg = Message(topic(sid, StationTopic.STATUS), encode(status), datetime.now(UTC))
+        parts.append((Classified(statuses=[(sid, status)]), msg, None))
+    for sid, hb in batch.heartbeats:
+        msg = Message(topic(sid, StationTopic.HEARTBEAT), encode(hb), datetime.now(UTC))
+        parts.append((Classified(heartbeats=[(sid, hb)]), msg, None))
+    for r in batch.records:
+        rid = r.record_id
+        part = Classified(
+            records=[r], data={rid: batch.data[rid]}, received_at={rid: batch.received_at[rid]}
+        )
+        msg = Message(topic(r.station_id, StationTopic.RECORDS), encode(r), batch.received_at[rid])
+        parts.append((part, msg, r))
+    return parts
+
+
+def _with_retries(
+    store: Callable[[], Stored],
+    counters: IngestCounters,
+    retries: int,
+    sleep: Callable[[float], None],
+) -> Stored:
+    delay = 0.05
+    for attempt in range(retries + 1):
+        try:
+            return store()
+        except SQLAlchemyError as exc:
+            if not _transient(exc) or attempt == retries:
+                raise
+            counters.add("db_retries")
+            log.warning("transient database error (%s); retry %d", exc.__class__.__name__, attempt)
+            sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def store_resilient(
+    engine: Engine,
+    batch: Classified,
+    *,
+    known_stations: set[str] | None = None,
+    counters: IngestCounters | None = None,
+    retries: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Stored:
+    """``store_batch`` that survives what it can.
+
+    Transient database errors (connection lost, deadlock, lock timeout) retry the batch with
+    backoff, then propagate (the worker exits and is restarted; nothing was acknowledged, so
+    stations resend). Any other database error means some item is poison (a value the contract
+    allows but a column does not): the batch is stored item by item, and an item the database
+    refuses on its own is kept as rejected with the database's reason (a record is then also
+    acknowledged, as resending cannot help).
+    """
+    counters = counters or IngestCounters()
+    try:
+        return _with_retries(
+            lambda: store_batch(engine, batch, known_stations=known_stations),
+            counters,
+            retries,
+            sleep,
+        )
+    except (SQLAlchemyError, OverflowError) as exc:
+        if not _refused_data(exc):
+            raise
+        log.warning("batch refused by the database (%s); storing item by item", exc)
+    total = Stored()
+
+    def attempt(part: Classified) -> Stored:
+        return _with_retries(
+            lambda: store_batch(engine, part, known_stations=known_stations),
+            counters,
+            retries,
+            sleep,
+        )
+
+    for part, message, record in _split(batch):
+        try:
+            total.merge(attempt(part))
+        except (SQLAlchemyError, OverflowError) as exc:
+            if not _refused_data(exc) or message is None:
+                raise
+            orig = getattr(exc, "orig", None) or exc
+            reason = f"database refused it: {orig.__class__.__name__}: {orig}"[:500]
+            sid = parse_station_topic(message.topic).station_id
+            log.error("poison message on %s: %s", message.topic, reason)
+            rejection = Rejection(
+                message,
+                reason,
+                sid,
+                record.record_id if record else None,
+                record.seq if record else None,
+            )
+            poison = (
+                Classified(invalid=[rejection]) if record else Classified(rejections=[rejection])
+            )
+            stored = attempt(poison)
+            stored.poison = 1
+            counters.add("poison_records")
+            total.merge(stored)
+    return total
 
 
 class MqttIngest:
     """Subscribes to every station's records (MQTT 5 shared subscription), status and heartbeat.
 
     Wiring: connects with a clean session as ``username`` to ``host:port``; several workers may
-    run side by side in the same ``shared_group``. Messages queue in memory until committed: if
-    the worker dies, stations resend whatever was not acknowledged.
+    run side by side in the same ``shared_group``, each with its own ``client_id``. Messages
+    queue in memory until committed: if the worker dies, stations resend whatever was not
+    acknowledged.
     """
 
     def __init__(
@@ -259,6 +539,7 @@ class MqttIngest:
         shared_group: str = "swabline-ingest",
         batch_max_rows: int = 500,
         batch_max_ms: int = 50,
+        counters: IngestCounters | None = None,
         on_stored: Callable[[Stored], None] | None = None,
     ) -> None:
         self._engine = engine
@@ -266,8 +547,10 @@ class MqttIngest:
         self._group = shared_group
         self._max_rows, self._max_s = batch_max_rows, batch_max_ms / 1000
         self._on_stored = on_stored
-        self._queue: queue.Queue[Message] = queue.Queue()
+        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._known_stations: set[str] = set()
         self.connected = threading.Event()
+        self.counters = counters or IngestCounters()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         client.username_pw_set(username, password)
         client.max_inflight_messages_set(1000)
@@ -278,7 +561,7 @@ class MqttIngest:
         self.totals = Stored()
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set. Database errors propagate (the process restarts)."""
+        """Consume until ``stop`` is set. Database errors that outlast the retries propagate."""
         self._client.connect_async(self._host, self._port, keepalive=30, clean_start=True)
         self._client.loop_start()
         try:
@@ -298,6 +581,11 @@ class MqttIngest:
         batch = [first]
         deadline = time.monotonic() + self._max_s
         while len(batch) < self._max_rows and not stop.is_set():
+            try:  # drain what is already there without waiting
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -308,14 +596,35 @@ class MqttIngest:
         return batch
 
     def _process(self, batch: list[Message]) -> None:
-        stored = store_batch(self._engine, classify(batch))
+        c = self.counters
+        c.add("messages", len(batch))
+        c.set("queue_depth", self._queue.qsize())
+        started = time.perf_counter()
+        stored = store_resilient(
+            self._engine, classify(batch), known_stations=self._known_stations, counters=c
+        )
+        c.add("batch_seconds", time.perf_counter() - started)
+        c.add("batches")
         for station_id, ids in stored.acks.items():
             for i in range(0, len(ids), MAX_ACK_IDS):
                 ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS])
                 self._client.publish(topic(station_id, StationTopic.ACKS), encode(ack), qos=1)
-        self.totals.inserted += stored.inserted
-        self.totals.duplicates += stored.duplicates
-        self.totals.rejected += stored.rejected
+                c.add("acks_published")
+        c.add("records_inserted", stored.inserted)
+        c.add("records_duplicate", stored.duplicates)
+        c.add("records_invalid", stored.invalid)
+        c.add("rejected", stored.rejected)
+        c.add("stale_deaths", stored.stale_deaths)
+        self.totals.merge(
+            Stored(
+                inserted=stored.inserted,
+                duplicates=stored.duplicates,
+                invalid=stored.invalid,
+                rejected=stored.rejected,
+                stale_deaths=stored.stale_deaths,
+                poison=stored.poison,
+            )
+        )
         if self._on_stored is not None:
             self._on_stored(stored)
 
@@ -344,3 +653,66 @@ class MqttIngest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(Message(msg.topic, bytes(msg.payload), datetime.now(UTC)))
+
+
+def client_id(index: int) -> str:
+    """A client id unique per host, process and worker slot."""
+    return f"swabline-ingest-{socket.gethostname()[:20]}-{os.getpid()}-{index}"
+
+
+def run_worker(
+    config_json: str,
+    index: int,
+    shared: Any,
+    stop: Any,
+    log_level: str,
+    password: str | None,
+) -> None:
+    """Body of one ingest worker process (``multiprocessing`` spawn target).
+
+    Ctrl-C goes to the whole process group: the worker ignores SIGINT and stops when the parent
+    sets ``stop`` (or on SIGTERM).
+    """
+    from server.config import ServerConfig
+    from server.db import make_engine
+    from server.metrics import IngestCounters
+
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s[ingest-{index}]: %(message)s",
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    local_stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
+    config = ServerConfig.model_validate_json(config_json)
+    engine = make_engine(config.database.url)
+    counters = IngestCounters(shared, index * len(_fields())) if shared is not None else None
+    ingest = MqttIngest(
+        engine=engine,
+        host=config.mqtt.host,
+        port=config.mqtt.port,
+        username=config.mqtt.username,
+        password=password,
+        client_id=client_id(index),
+        shared_group=config.ingest.shared_group,
+        batch_max_rows=config.ingest.batch_max_rows,
+        batch_max_ms=config.ingest.batch_max_ms,
+        counters=counters,
+    )
+
+    def watch() -> None:
+        while not local_stop.is_set():
+            if stop.wait(0.5):
+                local_stop.set()
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    try:
+        ingest.run(local_stop)
+    finally:
+        engine.dispose()
+
+
+def _fields() -> list[str]:
+    from server.metrics import FIELDS
+
+    return FIELDS

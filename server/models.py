@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +37,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -74,6 +75,11 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UtcDateTime}  # noqa: RUF012
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk (executemany) statements without ORM bookkeeping."""
+    return cast(Table, model.__table__)
 
 
 # --- enumerations (stored as strings; the check lists live in the migration too) -----------
