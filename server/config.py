@@ -90,9 +90,6 @@ class OpsConfig(_Section):
     metrics_max_facilities: int = Field(
         200, ge=0, le=100_000, description="Facilities with their own series; the rest: 'other'."
     )
-    metrics_token_file: Path | None = Field(
-        None, description="File with a bearer token /metrics requires (unset: no token)."
-    )
 
     @field_validator("timezone")
     @classmethod

@@ -40,8 +40,10 @@ class StationView:
     active: bool
     facility_id: int | None
     facility_name: str | None
+    facility_code: str | None
     district_id: int | None
     district_name: str | None
+    district_code: str | None
     state: str
     status: Status
     status_since: datetime
@@ -94,9 +96,11 @@ class StationView:
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    facility_name: str | None
+    facility_name: str
+    facility_code: str
     district_id: int | None
     district_name: str | None
+    district_code: str | None
 
 
 def _places(session: Session) -> dict[int, Place]:
@@ -115,7 +119,11 @@ def _places(session: Session) -> dict[int, Place]:
                 district = parent
             parent = orgs.get(parent.parent_id) if parent.parent_id is not None else None
         out[org.id] = Place(
-            org.name, district.id if district else None, district.name if district else None
+            org.name,
+            org.code,
+            district.id if district else None,
+            district.name if district else None,
+            district.code if district else None,
         )
     return out
 
@@ -195,8 +203,10 @@ def load_fleet(
                 active=station.active,
                 facility_id=station.facility_id,
                 facility_name=place.facility_name if place else None,
+                facility_code=place.facility_code if place else None,
                 district_id=place.district_id if place else None,
                 district_name=place.district_name if place else None,
+                district_code=place.district_code if place else None,
                 state=station.state,
                 status=status,
                 status_since=since,
