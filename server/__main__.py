@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import threading
 from pathlib import Path
 
 from server.config import ServerConfig, load_config
 from server.db import make_engine, migrate
-from server.errors import ServerError
-from server.ingest import MqttIngest
+from server.errors import ConfigError, ServerError
 
 log = logging.getLogger("swabline.server")
 
@@ -32,42 +29,43 @@ def run(args: argparse.Namespace) -> int:
         if args.check_config:
             print(f"{args.config}: OK")
             return 0
-        return _serve(config)
+        workers = config.ingest.workers
+        if getattr(args, "ingest_workers", None) is not None:
+            workers = args.ingest_workers
+        return _serve(config, workers, getattr(args, "log_level", "INFO"))
     except ServerError as exc:
         print(f"swabline server: {exc}", file=sys.stderr)
         return 2
 
 
-def _serve(config: ServerConfig) -> int:
+def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     import uvicorn
 
     from server.web import create_app
+    from server.workers import WorkerPool
 
+    if workers < 0:
+        raise ConfigError("--ingest-workers must be 0 or more")
     engine = make_engine(config.database.url)
     migrate(engine)
-    stop = threading.Event()
-    ingest = MqttIngest(
-        engine=engine,
-        host=config.mqtt.host,
-        port=config.mqtt.port,
-        username=config.mqtt.username,
-        password=read_secret(config.mqtt.password_file),
-        client_id=f"swabline-ingest-{os.getpid()}",
-        shared_group=config.ingest.shared_group,
-        batch_max_rows=config.ingest.batch_max_rows,
-        batch_max_ms=config.ingest.batch_max_ms,
+    pool = WorkerPool(
+        config, workers, password=read_secret(config.mqtt.password_file), log_level=log_level
     )
-    worker = threading.Thread(target=ingest.run, args=(stop,), name="ingest", daemon=True)
-    worker.start()
-    log.info("web app on http://%s:%d/", config.http.host, config.http.port)
+    pool.start()
+    log.info(
+        "web app on http://%s:%d/ with %d ingest worker(s)",
+        config.http.host,
+        config.http.port,
+        workers,
+    )
     try:
         uvicorn.run(
-            create_app(engine),
+            create_app(engine, config=config, ingest_counters=pool.counters),
             host=config.http.host,
             port=config.http.port,
             log_level="warning",
         )
     finally:
-        stop.set()
-        worker.join(timeout=5)
+        pool.stop()
+        engine.dispose()
     return 0

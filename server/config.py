@@ -34,6 +34,9 @@ class MqttConfig(_Section):
 class HttpConfig(_Section):
     host: str = Field("127.0.0.1", description="Address the web app listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port the web app listens on (0: any).")
+    cookie_secure: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set when behind TLS)."
+    )
 
 
 class IngestConfig(_Section):
@@ -47,6 +50,28 @@ class IngestConfig(_Section):
         "swabline-ingest",
         pattern=r"^[A-Za-z0-9_-]+$",
         description="MQTT 5 shared-subscription group.",
+    )
+    workers: int = Field(
+        1, ge=0, le=64, description="Ingest worker processes (--ingest-workers overrides)."
+    )
+
+
+class AuthConfig(_Section):
+    session_hours: float = Field(
+        12, gt=0, le=24 * 30, description="A web session ends this long after login."
+    )
+    session_idle_minutes: float = Field(
+        120, gt=0, le=24 * 60, description="...or after this long without a request."
+    )
+    api_token_days: int = Field(365, ge=1, le=3650, description="Default lifetime of an API token.")
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins per username within the window..."
+    )
+    login_max_failures_per_addr: int = Field(
+        30, ge=1, le=100_000, description="...and per client address, before refusing (429)."
+    )
+    login_window_s: int = Field(
+        900, ge=1, le=86_400, description="The login rate-limit window, seconds."
     )
 
 
@@ -151,6 +176,7 @@ class ServerConfig(_Section):
     ops: OpsConfig = Field(default_factory=OpsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
 
 def load_config(path: Path) -> ServerConfig:

@@ -726,7 +726,7 @@ def run_worker(
     """
     from server.config import ServerConfig
     from server.db import make_engine
-    from server.metrics import IngestCounters
+    from server.metrics import FIELDS
 
     logging.basicConfig(
         level=log_level,
@@ -737,7 +737,7 @@ def run_worker(
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
     config = ServerConfig.model_validate_json(config_json)
     engine = make_engine(config.database.url)
-    counters = IngestCounters(shared, index * len(_fields())) if shared is not None else None
+    counters = IngestCounters(shared, index * len(FIELDS)) if shared is not None else None
     ingest = MqttIngest(
         engine=engine,
         host=config.mqtt.host,
@@ -762,9 +762,3 @@ def run_worker(
         ingest.run(local_stop)
     finally:
         engine.dispose()
-
-
-def _fields() -> list[str]:
-    from server.metrics import FIELDS
-
-    return FIELDS

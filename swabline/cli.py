@@ -47,7 +47,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, required=True, help="server TOML file")
     p.add_argument("--check-config", action="store_true", help="validate the file and exit")
+    p.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ingest worker processes (default: ingest.workers in the file; 0: web only)",
+    )
     p.set_defaults(run=_lazy("server.__main__:run"))
+
+    p = sub.add_parser(
+        "admin",
+        help="administer the central server's accounts and organisations",
+        description="Bootstrap the first admin, import the organisation tree, list users, "
+        "issue API tokens. Runs against the server's database.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="server TOML file")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = actions.add_parser(
+        "bootstrap",
+        help="create the first provincial admin (and the province)",
+        description="Create the first provincial admin, and the province if it does not exist. "
+        "Refused once an active provincial admin exists.",
+    )
+    b.add_argument("--username", required=True, help="login name (lower-case)")
+    b.add_argument("--display-name", help="full name (default: the username)")
+    b.add_argument("--password-file", type=Path, help="file holding the password (else asked)")
+    b.add_argument("--province-code", help="code of the province to administer (created if new)")
+    b.add_argument("--province-name", help="name of the province, if it is created")
+    b.add_argument("--token-file", type=Path, help="also issue an API token, written here (0600)")
+    b.add_argument("--days", type=int, default=365, help="lifetime of that token (default 365)")
+    i = actions.add_parser(
+        "import-orgs",
+        help="import the organisation tree from CSV (all or nothing)",
+        description="Columns: code,name,kind,parent_code,facility_kind. kind is province, "
+        "district or facility; facility_kind (facilities only) is sampling, lab or both. Every "
+        "bad row is reported and nothing is imported unless every row is valid.",
+    )
+    i.add_argument("file", type=Path, help="CSV file (UTF-8, BOM allowed)")
+    i.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
+    actions.add_parser("list-users", help="list every user with their roles")
+    t = actions.add_parser(
+        "create-token",
+        help="issue an API token for a user (for scripts)",
+        description="Issue a bearer API token; printed, or written to --token-file (0600).",
+    )
+    t.add_argument("--username", required=True)
+    t.add_argument("--name", required=True, help="what the token is for")
+    t.add_argument("--days", type=int, default=365, help="lifetime in days (default 365)")
+    t.add_argument("--token-file", type=Path, help="write the token here instead of printing it")
+    p.set_defaults(run=_lazy("server.admin:run"))
 
     p = sub.add_parser(
         "demo",

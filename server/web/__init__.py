@@ -1,0 +1,104 @@
+"""The web app and JSON API (FastAPI). Server-rendered pages, no JavaScript build.
+
+Layout, for whoever adds routes (lab, reports, ops, enrollment):
+
+- ``deps``: ``Db``, ``Caller`` (API: bearer token or session + CSRF), ``PageCaller`` (pages),
+  ``check_form_csrf``, ``remote_addr``;
+- ``server.access``: ``Permission``, ``Principal.require(...)`` -> ``Scope`` with ``filter``;
+- ``server.audit.audit`` for every write; ``server.errors.HttpError`` subclasses for refusals;
+- ``templating.render`` and ``templates/base.html`` for pages, ``i18n.TEXTS`` for their text;
+- add a router module and include it in ``create_app`` below.
+
+Public without login: ``/healthz``, ``/login``, ``/openapi.json``, ``/docs``. Everything else
+needs a session or an API token (see ``docs/server-api.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from server import __version__
+from server.access import Permission
+from server.config import ServerConfig
+from server.errors import HttpError
+from server.metrics import IngestCollector, SharedCounters
+from server.web import api_admin, api_auth, api_data, pages
+from server.web.deps import Caller
+from server.web.templating import render
+
+_API_PREFIXES = ("/api/", "/metrics", "/healthz", "/openapi.json", "/docs")
+
+
+def wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(_API_PREFIXES)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The one place a refused request is rendered: JSON for the API, a page for people."""
+    assert isinstance(exc, HttpError)
+    if wants_html(request):
+        if exc.status == 401:
+            return pages.login_redirect(request)
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status, "message": exc.message},
+            status_code=exc.status,
+        )
+    return JSONResponse(
+        {"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=exc.headers
+    )
+
+
+def create_app(
+    engine: Engine,
+    *,
+    config: ServerConfig | None = None,
+    ingest_counters: SharedCounters | None = None,
+) -> FastAPI:
+    """Build the web app on ``engine``."""
+    app = FastAPI(
+        title="Swabline",
+        version=__version__,
+        description="Central server of Swabline: stations, organisations, users, and search "
+        "over persons, tubes, pools and samples. Authenticate with a bearer API token or the "
+        "web session cookie (plus X-CSRF-Token on unsafe methods).",
+    )
+    app.state.engine = engine
+    app.state.config = config or ServerConfig()
+    registry = CollectorRegistry(auto_describe=True)
+    if ingest_counters is not None:
+        registry.register(IngestCollector(ingest_counters))
+    app.state.metrics_registry = registry
+    app.add_exception_handler(HttpError, http_error)
+    app.include_router(api_auth.router)
+    app.include_router(api_admin.router)
+    app.include_router(api_data.router)
+    app.include_router(pages.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness and database reachability (no login needed, no data)."""
+        with Session(engine) as s:
+            s.execute(select(1))
+        return {"status": "ok"}
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def metrics(caller: Caller) -> Any:
+        """Prometheus metrics (ingest counters per worker). Needs ``station.read``."""
+        caller.require(Permission.STATION_READ)
+        return Response(generate_latest(app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
