@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     import uvicorn
 
+    from server.ops.runtime import OpsRuntime
     from server.web import create_app
     from server.workers import WorkerPool
 
@@ -48,10 +49,11 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         raise ConfigError("--ingest-workers must be 0 or more")
     engine = make_engine(config.database.url)
     migrate(engine)
-    pool = WorkerPool(
-        config, workers, password=read_secret(config.mqtt.password_file), log_level=log_level
-    )
+    password = read_secret(config.mqtt.password_file)
+    pool = WorkerPool(config, workers, password=password, log_level=log_level)
     pool.start()
+    ops = OpsRuntime(engine=engine, config=config, mqtt_password=password)
+    ops.start()
     log.info(
         "web app on http://%s:%d/ with %d ingest worker(s)",
         config.http.host,
@@ -60,12 +62,13 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     )
     try:
         uvicorn.run(
-            create_app(engine, config=config, ingest_counters=pool.counters),
+            create_app(engine, config=config, ingest_counters=pool.counters, ops_runtime=ops),
             host=config.http.host,
             port=config.http.port,
             log_level="warning",
         )
     finally:
+        ops.stop()
         pool.stop()
         engine.dispose()
     return 0

@@ -92,6 +92,9 @@ TEXTS: dict[str, dict[str, str]] = {
     "scanners": {"vi": "Máy quét", "en": "Scanners"},
     "uptime": {"vi": "Thời gian chạy", "en": "Uptime"},
     "language": {"vi": "English", "en": "Tiếng Việt"},
+    "unsynced": {"vi": "chưa đồng bộ", "en": "not synchronised"},
+    "under_voltage": {"vi": "điện áp thấp", "en": "under-voltage"},
+    "throttled": {"vi": "giảm xung", "en": "throttled"},
 }
 
 ALERT_TEXTS: dict[str, dict[str, str]] = {

@@ -4,7 +4,7 @@ Thresholds: the configuration file gives the defaults (``[alerts.thresholds]``);
 the web app is stored in ``ops_settings`` and wins until it is reset. Only callers whose fleet
 scope covers the whole province (``fleet.operate`` at a root node) may change them: they apply
 to every station. Operating hours are per facility, changed by anyone who operates or manages
-that facility. Every change is audited.
+that facility (``fleet.operate`` or ``station.write``). Every change is audited.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _facility_in_scope(session: Session, principal: Principal, facility_id: int)
     facility = session.get(Organisation, facility_id)
     allowed = [
         principal.scope(p)
-        for p in (Permission.FLEET_OPERATE, Permission.ORG_WRITE)
+        for p in (Permission.FLEET_OPERATE, Permission.STATION_WRITE)
         if principal.can(p)
     ]
     if not allowed:

@@ -29,7 +29,8 @@ from server.access import Permission
 from server.config import ServerConfig
 from server.errors import HttpError
 from server.metrics import IngestCollector, SharedCounters
-from server.web import api_admin, api_auth, api_data, pages
+from server.ops.metrics import FleetCollector, HttpMetrics
+from server.web import api_admin, api_auth, api_data, ops, pages
 from server.web.deps import Caller
 from server.web.templating import render
 
@@ -62,6 +63,7 @@ def create_app(
     *,
     config: ServerConfig | None = None,
     ingest_counters: SharedCounters | None = None,
+    ops_runtime: Any = None,
 ) -> FastAPI:
     """Build the web app on ``engine``."""
     app = FastAPI(
@@ -76,12 +78,17 @@ def create_app(
     registry = CollectorRegistry(auto_describe=True)
     if ingest_counters is not None:
         registry.register(IngestCollector(ingest_counters))
+    registry.register(FleetCollector(engine, app.state.config))
+    HttpMetrics(registry).install(app)
     app.state.metrics_registry = registry
+    app.state.ops = ops_runtime  # server.ops.runtime.OpsRuntime: commands go out through it
     app.add_exception_handler(HttpError, http_error)
     app.include_router(api_auth.router)
     app.include_router(api_admin.router)
     app.include_router(api_data.router)
     app.include_router(pages.router)
+    app.include_router(ops.api)
+    app.include_router(ops.pages)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -97,7 +104,8 @@ def create_app(
         responses={200: {"content": {"text/plain": {}}}},
     )
     def metrics(caller: Caller) -> Any:
-        """Prometheus metrics (ingest counters per worker). Needs ``station.read``."""
+        """Prometheus metrics: ingest counters per worker, the fleet (bounded per-station series,
+        per-facility and fleet totals), alerts, commands, webhooks, HTTP. Needs ``station.read``."""
         caller.require(Permission.STATION_READ)
         return Response(generate_latest(app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -18,6 +18,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "nav.organisations": ("Đơn vị", "Organisations"),
     "nav.users": ("Người dùng", "Users"),
     "nav.search": ("Tra cứu", "Search"),
+    "nav.ops": ("Vận hành trạm", "Station ops"),
     "nav.logout": ("Đăng xuất", "Log out"),
     "nav.language": ("English", "Tiếng Việt"),
     "login.title": ("Đăng nhập", "Log in"),
