@@ -41,6 +41,7 @@ class StationView:
     facility_id: int | None
     facility_name: str | None
     facility_code: str | None
+    facility_path: str | None
     district_id: int | None
     district_name: str | None
     district_code: str | None
@@ -98,6 +99,7 @@ class StationView:
 class Place:
     facility_name: str
     facility_code: str
+    facility_path: str
     district_id: int | None
     district_name: str | None
     district_code: str | None
@@ -121,6 +123,7 @@ def _places(session: Session) -> dict[int, Place]:
         out[org.id] = Place(
             org.name,
             org.code,
+            org.path,
             district.id if district else None,
             district.name if district else None,
             district.code if district else None,
@@ -161,65 +164,89 @@ def load_fleet(
     station_id: str | None = None,
     include_inactive: bool = False,
 ) -> list[StationView]:
-    """Every station (in ``scope``, if given) with its derived status, place and alerts."""
-    q = select(StationRow, StationOpsState).outerjoin(
-        StationOpsState, StationOpsState.station_id == StationRow.station_id
-    )
+    """Every station (in ``scope``, if given) with its derived status, place and alerts.
+
+    Reads plain columns (no ORM objects): the fleet page and /metrics call it for thousands of
+    stations.
+    """
+    st, ops = StationRow, StationOpsState
+    q = select(
+        st.station_id,
+        st.name,
+        st.active,
+        st.facility_id,
+        st.state,
+        st.last_heartbeat_at,
+        st.last_seen_at,
+        st.agent_version,
+        st.heartbeat,
+        st.max_seq,
+        st.record_count,
+        st.created_at,
+        ops.status,
+        ops.status_since,
+        ops.gap_missing,
+        ops.gap_since,
+    ).outerjoin(ops, ops.station_id == st.station_id)
     if scope is not None:
-        q = q.where(scope.filter(StationRow.facility_id))
+        q = q.where(scope.filter(st.facility_id))
     if station_id is not None:
-        q = q.where(StationRow.station_id == station_id)
+        q = q.where(st.station_id == station_id)
     if not include_inactive:
-        q = q.where(StationRow.active.is_(True))
-    rows = session.execute(q.order_by(StationRow.station_id)).all()
+        q = q.where(st.active.is_(True))
+    rows = session.execute(q.order_by(st.station_id)).all()
     places = _places(session)
     schedules = load_schedules(session, default_timezone)
-    alerts = live_alerts(session, {r[0].station_id for r in rows} if station_id else None)
+    alerts = live_alerts(session, {r.station_id for r in rows} if station_id else None)
+    open_now: dict[int | None, bool] = {}
     views = []
-    for station, ops in rows:
-        hb = dict(station.heartbeat or {})
+    for r in rows:
+        hb = dict(r.heartbeat or {})
         interval = hb.get("heartbeat_s")
         status = derive_status(
-            state=station.state,
-            last_heartbeat_at=station.last_heartbeat_at,
-            last_seen_at=station.last_seen_at,
+            state=r.state,
+            last_heartbeat_at=r.last_heartbeat_at,
+            last_seen_at=r.last_seen_at,
             heartbeat_s=float(interval) if isinstance(interval, int | float) else None,
             now=now,
             rules=rules,
         )
-        if ops is not None and ops.status == status.value:
-            since = ops.status_since
+        if r.status == status.value and r.status_since is not None:
+            since = r.status_since
         elif status is Status.ONLINE:
             since = now
         else:
-            seen = [t for t in (station.last_heartbeat_at, station.last_seen_at) if t is not None]
-            since = max(seen) if seen else (station.created_at or now)
-        place = places.get(station.facility_id) if station.facility_id is not None else None
-        schedule = schedules.get(station.facility_id) if station.facility_id is not None else None
+            seen = [t for t in (r.last_heartbeat_at, r.last_seen_at) if t is not None]
+            since = max(seen) if seen else (r.created_at or now)
+        place = places.get(r.facility_id) if r.facility_id is not None else None
+        if r.facility_id not in open_now:
+            schedule = schedules.get(r.facility_id) if r.facility_id is not None else None
+            open_now[r.facility_id] = in_operating_hours(schedule, now)
         views.append(
             StationView(
-                station_id=station.station_id,
-                name=station.name,
-                active=station.active,
-                facility_id=station.facility_id,
+                station_id=r.station_id,
+                name=r.name,
+                active=r.active,
+                facility_id=r.facility_id,
                 facility_name=place.facility_name if place else None,
                 facility_code=place.facility_code if place else None,
+                facility_path=place.facility_path if place else None,
                 district_id=place.district_id if place else None,
                 district_name=place.district_name if place else None,
                 district_code=place.district_code if place else None,
-                state=station.state,
+                state=r.state,
                 status=status,
                 status_since=since,
-                in_hours=in_operating_hours(schedule, now),
-                last_heartbeat_at=station.last_heartbeat_at,
-                last_seen_at=station.last_seen_at,
-                agent_version=hb.get("agent_version") or station.agent_version,
+                in_hours=open_now[r.facility_id],
+                last_heartbeat_at=r.last_heartbeat_at,
+                last_seen_at=r.last_seen_at,
+                agent_version=hb.get("agent_version") or r.agent_version,
                 heartbeat=hb,
-                max_seq=station.max_seq,
-                record_count=station.record_count,
-                gap_missing=ops.gap_missing if ops is not None else 0,
-                gap_since=ops.gap_since if ops is not None else None,
-                alerts=alerts.get(station.station_id, []),
+                max_seq=r.max_seq,
+                record_count=r.record_count,
+                gap_missing=r.gap_missing or 0,
+                gap_since=r.gap_since,
+                alerts=alerts.get(r.station_id, []),
             )
         )
     return views

@@ -10,6 +10,7 @@ The fleet page updates itself by fetching ``/api/ops/fleet`` every ``ops.fleet_r
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -74,6 +75,50 @@ def _fleet(
         scope=scope,
         station_id=station_id,
     )
+
+
+class FleetCache:
+    """The whole fleet as of at most ``ttl_s`` ago, shared by every request.
+
+    Every ops user's page polls ``/api/ops/fleet``; without sharing, each poll would read and
+    derive every station again. One request recomputes at a time (the others wait for it), the
+    result is filtered by each caller's scope, and the JSON of each scope is kept with it.
+    """
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
+        self.ttl_s = ttl_s
+        self._guard = threading.Lock()
+        self._at: datetime | None = None
+        self._views: list[StationView] = []
+        self._by_scope: dict[tuple[Any, ...], tuple[dict[str, Any], bytes]] = {}
+
+    def fleet(
+        self, db: Session, config: ServerConfig, caller: Principal
+    ) -> tuple[dict[str, Any], bytes]:
+        scope = caller.require(Permission.STATION_READ)
+        key = (scope.paths, scope.includes_unassigned)
+        with self._guard:
+            now = _now()
+            if self._at is None or (now - self._at).total_seconds() >= self.ttl_s:
+                self._views = load_fleet(
+                    db, now=now, rules=status_rules(config), default_timezone=config.ops.timezone
+                )
+                self._at, self._by_scope = now, {}
+            cached = self._by_scope.get(key)
+            if cached is None:
+                views = [v for v in self._views if scope.covers_path(v.facility_path)]
+                data = fleet_json(views, config, self._at)
+                data["groups"] = _groups(views)
+                cached = (data, json.dumps(data, ensure_ascii=False).encode())
+                self._by_scope[key] = cached
+            return cached
+
+
+def _fleet_cache(request: Request) -> FleetCache:
+    cache: FleetCache | None = getattr(request.app.state, "ops_fleet_cache", None)
+    if cache is None:
+        cache = request.app.state.ops_fleet_cache = FleetCache()
+    return cache
 
 
 def _station(db: Session, config: ServerConfig, caller: Principal, station_id: str) -> StationView:
@@ -220,10 +265,11 @@ class ScheduleIn(BaseModel):
 
 
 @api.get("/fleet")
-def api_fleet(caller: ApiCaller, db: Db, config: Config) -> dict[str, Any]:
-    """Every station in scope with its status, place, latest health and live alerts."""
-    now = _now()
-    return fleet_json(_fleet(db, config, caller), config, now)
+def api_fleet(request: Request, caller: ApiCaller, db: Db, config: Config) -> Response:
+    """Every station in scope with its status, place, latest health and live alerts, and the
+    district -> facility grouping of their ids (at most a second old)."""
+    _, body = _fleet_cache(request).fleet(db, config, caller)
+    return Response(body, media_type="application/json")
 
 
 @api.get("/stations/{station_id}")
@@ -472,8 +518,8 @@ def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
     )
 
 
-def _groups(views: list[StationView], shown: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """District -> facility -> stations (as ``station_json``), worst first inside a facility."""
+def _groups(views: list[StationView]) -> list[dict[str, Any]]:
+    """District -> facility -> station ids, worst first inside a facility."""
     districts: dict[Any, dict[str, Any]] = {}
     for v in sorted(views, key=lambda x: x.problem_rank()):
         d = districts.setdefault(
@@ -482,7 +528,7 @@ def _groups(views: list[StationView], shown: dict[str, dict[str, Any]]) -> list[
         f = d["facilities"].setdefault(
             v.facility_id, {"id": v.facility_id, "name": v.facility_name, "stations": []}
         )
-        f["stations"].append(shown[v.station_id])
+        f["stations"].append(v.station_id)
     out = sorted(districts.values(), key=lambda d: (d["name"] is None, d["name"] or ""))
     for d in out:
         d["facilities"] = sorted(
@@ -493,9 +539,8 @@ def _groups(views: list[StationView], shown: dict[str, dict[str, Any]]) -> list[
 
 @pages.get("")
 def fleet_page(request: Request, caller: PageCaller, db: Db, config: Config) -> Response:
-    now = _now()
-    views = _fleet(db, config, caller)
-    data = fleet_json(views, config, now)
+    data, _ = _fleet_cache(request).fleet(db, config, caller)
+    shown = {s["station_id"]: s for s in data["stations"]}
     lang = language(request)
     labels = {
         k: TEXTS[k][lang] for k in ("online", "stale", "offline", "offline_closed", "unknown")
@@ -507,10 +552,11 @@ def fleet_page(request: Request, caller: PageCaller, db: Db, config: Config) -> 
         request,
         "ops_fleet.html",
         {
-            "groups": _groups(views, {s["station_id"]: s for s in data["stations"]}),
+            "groups": data["groups"],
+            "shown": shown,
             "data": data,
             "labels_json": Markup(json.dumps(labels, ensure_ascii=False).replace("</", "<\\/")),
-            "now": now,
+            "now": datetime.fromisoformat(data["generated_at"]),
         },
     )
 
