@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -48,7 +49,6 @@ class RetryPolicy:
     max_attempts: int = 10
     retry_min_s: float = 5.0
     retry_max_s: float = 900.0
-    timeout_s: float = 10.0
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failure."""
@@ -73,48 +73,87 @@ def enqueue(
     return row
 
 
-class OutboundError(OSError):
-    """A POST failed before an HTTP status came back (refused, timed out, DNS)."""
+@dataclass(frozen=True, slots=True)
+class HookOutcome:
+    """What one delivery attempt came to. ``ok`` only when the receiver accepted it."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
 
 
-class Poster(Protocol):
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-        """POST ``body``; return the HTTP status, or raise ``OutboundError``."""
-        ...
+class OutboundHook(Protocol):
+    """Delivers one message. Never raises for a delivery failure: it reports it in the outcome
+    and the worker retries. (The same shape as the result notifications' hooks, so one
+    transport serves both.)"""
 
+    name: str
 
-class UrllibPoster:
-    """POSTs with the standard library (HTTP and HTTPS, system CA store)."""
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-        request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise OutboundError(f"{type(exc).__name__}: {reason}") from exc
-
-
-def body_of(delivery: OutboundDelivery) -> bytes:
-    envelope = {"event": delivery.event, "delivery_id": delivery.id, **delivery.payload}
-    return json.dumps(envelope, ensure_ascii=False, sort_keys=True, default=str).encode()
+    def deliver(self, *, event: str, delivery_id: str, payload: dict[str, Any]) -> HookOutcome: ...
 
 
 def signature(secret: bytes, body: bytes) -> str:
+    """The ``X-Swabline-Signature`` header value of ``body``: ``sha256=<hex HMAC>``."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+class WebhookHook:
+    """POSTs each message as JSON to ``url`` with the standard library; 2xx means delivered.
+
+    Headers: ``X-Swabline-Event``, ``X-Swabline-Delivery`` (the same id on every retry of one
+    message) and, with a ``secret``, ``X-Swabline-Signature``. Needs outbound HTTP(S) to the
+    receiver (system CA store for HTTPS).
+    """
+
+    name = "webhook"
+
+    def __init__(self, *, url: str, secret: bytes | None = None, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self._secret = secret
+        self._timeout_s = timeout_s
+
+    def deliver(self, *, event: str, delivery_id: str, payload: dict[str, Any]) -> HookOutcome:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": f"swabline/{__version__}",
+            "X-Swabline-Event": event,
+            "X-Swabline-Delivery": delivery_id,
+        }
+        if self._secret:
+            headers["X-Swabline-Signature"] = signature(self._secret, body)
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return HookOutcome(
+                ok=False,
+                error=f"{type(exc).__name__}: {reason}"[:500],
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        elapsed = (time.perf_counter() - started) * 1000
+        ok = 200 <= status < 300
+        return HookOutcome(ok, status, None if ok else f"HTTP {status}", elapsed)
+
+
+def body_of(delivery: OutboundDelivery) -> dict[str, Any]:
+    """What the receiver gets: the payload, with the event and the delivery id in it."""
+    return {"event": delivery.event, "delivery_id": delivery.id, **delivery.payload}
+
+
 class OutboundWorker:
-    """Delivers due rows of ``outbound_deliveries``.
+    """Delivers due rows of ``outbound_deliveries`` through the hook of each row's target.
 
     Args:
         engine: the database.
-        targets: name -> target, for the secret to sign with (the URL is in each row).
-        policy: attempts, backoff and timeout.
-        poster: the HTTP client (``UrllibPoster``).
+        hooks: target name -> hook (``WebhookHook``); rows of an unknown target wait.
+        policy: attempts and backoff.
         clock: now, timezone-aware.
         batch: most deliveries handled per pass.
     """
@@ -123,16 +162,14 @@ class OutboundWorker:
         self,
         *,
         engine: Engine,
-        targets: Mapping[str, Target],
+        hooks: Mapping[str, OutboundHook],
         policy: RetryPolicy,
-        poster: Poster | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = 50,
     ) -> None:
         self._engine = engine
-        self._targets = dict(targets)
+        self._hooks = dict(hooks)
         self._policy = policy
-        self._poster = poster or UrllibPoster()
         self._clock = clock
         self._batch = batch
         self.wake = threading.Event()
@@ -155,7 +192,11 @@ class OutboundWorker:
         with Session(self._engine) as session:
             due = session.scalars(
                 select(OutboundDelivery)
-                .where(OutboundDelivery.state == "pending", OutboundDelivery.next_attempt_at <= now)
+                .where(
+                    OutboundDelivery.state == "pending",
+                    OutboundDelivery.next_attempt_at <= now,
+                    OutboundDelivery.target.in_(sorted(self._hooks)),
+                )
                 .order_by(OutboundDelivery.next_attempt_at, OutboundDelivery.id)
                 .limit(self._batch)
             ).all()
@@ -165,26 +206,13 @@ class OutboundWorker:
             return len(due)
 
     def _attempt(self, d: OutboundDelivery) -> None:
-        body = body_of(d)
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": f"swabline/{__version__}",
-            "X-Swabline-Event": d.event,
-            "X-Swabline-Delivery": str(d.id),
-        }
-        target = self._targets.get(d.target)
-        if target is not None and target.secret:
-            headers["X-Swabline-Signature"] = signature(target.secret, body)
+        hook = self._hooks[d.target]
         d.attempts += 1
-        status: int | None = None
-        try:
-            status = self._poster.post(d.url, body, headers, self._policy.timeout_s)
-            error = None if 200 <= status < 300 else f"HTTP {status}"
-        except OutboundError as exc:
-            error = str(exc)
+        outcome = hook.deliver(event=d.event, delivery_id=str(d.id), payload=body_of(d))
         now = self._clock()
-        d.last_status, d.last_error = status, error[:500] if error else None
-        if error is None:
+        d.last_status = outcome.status_code
+        d.last_error = None if outcome.ok else (outcome.error or "failed")[:500]
+        if outcome.ok:
             d.state, d.delivered_at = "delivered", now
             log.info("delivered %s #%d to %s", d.event, d.id, d.target)
         elif d.attempts >= self._policy.max_attempts:
@@ -195,7 +223,7 @@ class OutboundWorker:
                 d.id,
                 d.target,
                 d.attempts,
-                error,
+                d.last_error,
             )
         else:
             d.next_attempt_at = now + timedelta(seconds=self._policy.delay(d.attempts))
@@ -204,7 +232,7 @@ class OutboundWorker:
                 d.event,
                 d.id,
                 d.target,
-                error,
+                d.last_error,
                 d.attempts + 1,
                 d.next_attempt_at.isoformat(),
             )

@@ -16,7 +16,7 @@ from server.errors import ConfigError
 from server.ops.commands import CommandDispatcher
 from server.ops.link import MqttOpsLink
 from server.ops.monitor import OpsMonitor, WebhookNotifier
-from server.outbound import OutboundWorker, RetryPolicy, Target
+from server.outbound import OutboundHook, OutboundWorker, RetryPolicy, Target, WebhookHook
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def retry_policy(config: ServerConfig) -> RetryPolicy:
         max_attempts=o.max_attempts,
         retry_min_s=o.retry_min_s,
         retry_max_s=o.retry_max_s,
-        timeout_s=o.timeout_s,
     )
 
 
@@ -57,11 +56,12 @@ class OpsRuntime:
 
     def __init__(self, *, engine: Engine, config: ServerConfig, mqtt_password: str | None) -> None:
         target = alert_target(config)
-        self.outbound = OutboundWorker(
-            engine=engine,
-            targets={target.name: target} if target else {},
-            policy=retry_policy(config),
-        )
+        hooks: dict[str, OutboundHook] = {}
+        if target is not None:
+            hooks[target.name] = WebhookHook(
+                url=target.url, secret=target.secret, timeout_s=config.outbound.timeout_s
+            )
+        self.outbound = OutboundWorker(engine=engine, hooks=hooks, policy=retry_policy(config))
         self.link = MqttOpsLink(
             host=config.mqtt.host,
             port=config.mqtt.port,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.db import make_engine, migrate
 from server.models import OutboundDelivery
-from server.outbound import OutboundWorker, RetryPolicy, Target, enqueue
+from server.outbound import OutboundWorker, RetryPolicy, Target, WebhookHook, enqueue
 
 
 class Hook:
@@ -78,7 +78,7 @@ def test_a_failing_webhook_is_retried_with_backoff_until_it_answers(
     target = Target("alerts", hook.url, b"s3cret")
     worker = OutboundWorker(
         engine=sqlite_engine,
-        targets={"alerts": target},
+        hooks={"alerts": WebhookHook(url=hook.url, secret=b"s3cret")},
         policy=RetryPolicy(max_attempts=5, retry_min_s=10, retry_max_s=25),
         clock=clock,
     )
@@ -100,6 +100,7 @@ def test_a_failing_webhook_is_retried_with_backoff_until_it_answers(
     with Session(sqlite_engine) as s:
         d = s.scalars(select(OutboundDelivery)).one()
     assert (d.state, d.attempts, d.last_status, d.last_error) == ("delivered", 4, 200, None)
+    assert [h["X-Swabline-Delivery"] for h, _ in hook.received] == [str(d.id)] * 4  # same id
     assert len(hook.received) == 4
     headers, body = hook.received[-1]
     assert json.loads(body) == {
@@ -117,8 +118,8 @@ def test_an_unreachable_webhook_is_given_up_after_max_attempts(sqlite_engine: En
     target = Target("alerts", "http://127.0.0.1:9/nothing-listens-here")
     worker = OutboundWorker(
         engine=sqlite_engine,
-        targets={},
-        policy=RetryPolicy(max_attempts=2, retry_min_s=1, retry_max_s=1, timeout_s=2),
+        hooks={"alerts": WebhookHook(url=target.url, timeout_s=2)},
+        policy=RetryPolicy(max_attempts=2, retry_min_s=1, retry_max_s=1),
         clock=clock,
     )
     with Session(sqlite_engine) as s, s.begin():
@@ -132,3 +133,13 @@ def test_an_unreachable_webhook_is_given_up_after_max_attempts(sqlite_engine: En
     assert d.last_error and "refused" in d.last_error.lower()
     clock.now += timedelta(hours=1)
     assert worker.deliver_due() == 0  # failed for good: stays in the log, not retried
+
+
+def test_deliveries_for_a_target_without_a_hook_wait(sqlite_engine: Engine) -> None:
+    clock = Clock()
+    worker = OutboundWorker(engine=sqlite_engine, hooks={}, policy=RetryPolicy(), clock=clock)
+    with Session(sqlite_engine) as s, s.begin():
+        enqueue(s, Target("results", "http://127.0.0.1:9/"), "result.ready", {}, now=clock.now)
+    assert worker.deliver_due() == 0
+    with Session(sqlite_engine) as s:
+        assert s.scalars(select(OutboundDelivery.state)).one() == "pending"
