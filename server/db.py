@@ -55,7 +55,12 @@ def migrate(engine: Engine) -> None:
 
 
 def upsert(engine: Engine, table: Any) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    """An INSERT that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``.
+
+    A mapped class is replaced by its Core table: executemany without the ORM's bulk
+    bookkeeping, several times faster.
+    """
+    table = getattr(table, "__table__", table)
     dialect = engine.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)

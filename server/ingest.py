@@ -602,6 +602,7 @@ class MqttIngest:
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
         self.totals = Stored()
@@ -653,8 +654,10 @@ class MqttIngest:
             counters=c,
             history_step_s=self._history_step_s,
         )
-        c.add("batch_seconds", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        c.add("batch_seconds", elapsed)
         c.add("batches")
+        log.debug("stored a batch of %d messages in %.1f ms", len(batch), elapsed * 1000)
         for station_id, ids in stored.acks.items():
             for i in range(0, len(ids), MAX_ACK_IDS):
                 ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS], server_time=time.time())
@@ -665,6 +668,7 @@ class MqttIngest:
         c.add("records_invalid", stored.invalid)
         c.add("rejected", stored.rejected)
         c.add("stale_deaths", stored.stale_deaths)
+        c.add("statuses", sum(1 for m in batch if m.topic.endswith("/status")))
         self.totals.merge(
             Stored(
                 inserted=stored.inserted,
@@ -693,7 +697,14 @@ class MqttIngest:
                 (subscription(StationTopic.STATUS), 1),
             ]
         )
-        self.connected.set()
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
+        if any(rc.is_failure for rc in codes):
+            log.error("broker refused the ingest subscriptions: %s", codes)
+            return
+        self.connected.set()  # only now are messages routed to this worker
         log.info("ingest connected to %s:%d", self._host, self._port)
 
     def _on_disconnect(

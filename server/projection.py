@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from protocol import Record
@@ -101,21 +101,23 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
     stations = sorted({p.record.station_id for p in items})
     facility: dict[str, int | None] = {
         sid: fid
-        for sid, fid in session.execute(
+        for sid, fid in session.connection().execute(
             select(StationRow.station_id, StationRow.facility_id).where(
                 StationRow.station_id.in_(stations)
             )
         )
     }
-    tubes = _ensure_tubes(session, engine, items, facility, now)
+    # Bulk work on the Core connection: no ORM bookkeeping per statement.
+    conn = session.connection()
+    tubes = _ensure_tubes(conn, engine, items, facility, now)
     if by_kind["tube_opened"]:
-        _tubes_opened(session, by_kind["tube_opened"], tubes, facility, now)
+        _tubes_opened(conn, by_kind["tube_opened"], tubes, facility, now)
     if by_kind["person_added"]:
-        _persons_added(session, engine, by_kind["person_added"], tubes, now)
+        _persons_added(conn, engine, by_kind["person_added"], tubes, now)
     if by_kind["undo"]:
-        _undos(session, engine, by_kind["undo"])
+        _undos(conn, engine, by_kind["undo"])
     if by_kind["pool_closed"]:
-        _pools_closed(session, by_kind["pool_closed"], tubes, facility, now)
+        _pools_closed(conn, by_kind["pool_closed"], tubes, facility, now)
     for p in by_kind["result"]:
         data = p.data
         assert isinstance(data, OnSiteResult)
@@ -131,11 +133,11 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
             seq=p.record.seq,
         )
     if by_kind["sign_in"]:
-        _signed_in(session, engine, by_kind["sign_in"], facility)
+        _signed_in(conn, engine, by_kind["sign_in"], facility)
 
 
 def _ensure_tubes(
-    session: Session,
+    conn: Connection,
     engine: Engine,
     items: Sequence[Projected],
     facility: dict[str, int | None],
@@ -162,15 +164,15 @@ def _ensure_tubes(
         }
         for code in codes
     ]
-    session.execute(upsert(engine, Tube).on_conflict_do_nothing(index_elements=["code"]), rows)
+    conn.execute(upsert(engine, Tube).on_conflict_do_nothing(index_elements=["code"]), rows)
     out: dict[str, int] = {}
     for chunk in _chunks(codes):
-        out.update(session.execute(select(Tube.code, Tube.id).where(Tube.code.in_(chunk))).all())
+        out.update(conn.execute(select(Tube.code, Tube.id).where(Tube.code.in_(chunk))).all())
     return out
 
 
 def _tubes_opened(
-    session: Session,
+    conn: Connection,
     items: Sequence[Projected],
     tubes: dict[str, int],
     facility: dict[str, int | None],
@@ -196,14 +198,14 @@ def _tubes_opened(
                 "b_record": p.record.record_id,
             }
         )
-    session.execute(
+    conn.execute(
         update(TUBES)
         .where(Tube.id == bindparam("b_id"))
         .values(open_count=Tube.open_count + bindparam("b_n"), updated_at=now),
         [{"b_id": tid, "b_n": n} for tid, n in sorted(counts.items())],
     )
     # The first opening describes the tube; a second one (reused label) only counts.
-    session.execute(
+    conn.execute(
         update(TUBES)
         .where(Tube.id == bindparam("b_id"), Tube.opened_record_id.is_(None))
         .values(
@@ -231,7 +233,7 @@ def _merge_person(old: PersonData | None, new: PersonData) -> PersonData:
 
 
 def _persons_added(
-    session: Session,
+    conn: Connection,
     engine: Engine,
     items: Sequence[Projected],
     tubes: dict[str, int],
@@ -243,7 +245,7 @@ def _persons_added(
         assert isinstance(data, PersonAdded)
         key = (data.person.key_type, data.person.key)
         persons[key] = _merge_person(persons.get(key), data.person)
-    ids = _upsert_persons(session, engine, persons, now)
+    ids = _upsert_persons(conn, engine, persons, now)
     rows = []
     for p in items:
         data = p.data
@@ -261,13 +263,13 @@ def _persons_added(
                 "added_at": event_time(p.record, p.received_at),
             }
         )
-    session.execute(upsert(engine, PoolMember).on_conflict_do_nothing(), rows)
+    conn.execute(upsert(engine, PoolMember).on_conflict_do_nothing(), rows)
     # Undos that arrived before the person they take back.
     keys = [(p.record.station_id, p.record.seq) for p in items]
     pending: list[tuple[str, int, datetime, str]] = []
     for chunk in _chunks(keys):
         pending.extend(
-            session.execute(
+            conn.execute(
                 select(
                     PoolUndo.station_id,
                     PoolUndo.undone_seq,
@@ -277,11 +279,11 @@ def _persons_added(
             ).all()
         )
     if pending:
-        _mark_undone(session, [(sid, seq, at, rid) for sid, seq, at, rid in pending])
+        _mark_undone(conn, [(sid, seq, at, rid) for sid, seq, at, rid in pending])
 
 
 def _upsert_persons(
-    session: Session, engine: Engine, persons: dict[tuple[str, str], PersonData], now: datetime
+    conn: Connection, engine: Engine, persons: dict[tuple[str, str], PersonData], now: datetime
 ) -> dict[tuple[str, str], int]:
     stmt = upsert(engine, PersonRow)
     new = stmt.excluded
@@ -313,11 +315,11 @@ def _upsert_persons(
         }
         for (kt, k), d in sorted(persons.items())
     ]
-    session.execute(stmt.on_conflict_do_update(index_elements=["key_type", "key"], set_=set_), rows)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key_type", "key"], set_=set_), rows)
     ids: dict[tuple[str, str], int] = {}
     keys = sorted(persons)
     for chunk in _chunks(keys):
-        for kt, k, pid in session.execute(
+        for kt, k, pid in conn.execute(
             select(PersonRow.key_type, PersonRow.key, PersonRow.id).where(
                 tuple_(PersonRow.key_type, PersonRow.key).in_(chunk)
             )
@@ -326,8 +328,8 @@ def _upsert_persons(
     return ids
 
 
-def _mark_undone(session: Session, undos: Sequence[tuple[str, int, datetime, str]]) -> None:
-    session.execute(
+def _mark_undone(conn: Connection, undos: Sequence[tuple[str, int, datetime, str]]) -> None:
+    conn.execute(
         update(MEMBERS)
         .where(
             PoolMember.station_id == bindparam("b_station"),
@@ -342,7 +344,7 @@ def _mark_undone(session: Session, undos: Sequence[tuple[str, int, datetime, str
     )
 
 
-def _undos(session: Session, engine: Engine, items: Sequence[Projected]) -> None:
+def _undos(conn: Connection, engine: Engine, items: Sequence[Projected]) -> None:
     rows: list[dict[str, Any]] = []
     undos: list[tuple[str, int, datetime, str]] = []
     for p in items:
@@ -361,12 +363,12 @@ def _undos(session: Session, engine: Engine, items: Sequence[Projected]) -> None
             }
         )
     # A second undo of the same seq (should not happen) is kept in records only.
-    session.execute(upsert(engine, PoolUndo).on_conflict_do_nothing(), rows)
-    _mark_undone(session, undos)
+    conn.execute(upsert(engine, PoolUndo).on_conflict_do_nothing(), rows)
+    _mark_undone(conn, undos)
 
 
 def _pools_closed(
-    session: Session,
+    conn: Connection,
     items: Sequence[Projected],
     tubes: dict[str, int],
     facility: dict[str, int | None],
@@ -402,7 +404,7 @@ def _pools_closed(
                 "details": {"persons": data.persons, "reason": data.reason},
             }
         )
-    session.execute(
+    conn.execute(
         update(TUBES)
         .where(Tube.id == bindparam("b_id"), Tube.closed_record_id.is_(None))
         .values(
@@ -413,17 +415,17 @@ def _pools_closed(
         ),
         closes,
     )
-    session.execute(
+    conn.execute(
         update(TUBES)
         .where(Tube.id == bindparam("b_id"))
         .values(status=advance_status(SampleStage.COLLECTED), updated_at=now),
         [{"b_id": tid} for tid in sorted(closed)],
     )
-    session.execute(insert(table(SampleEvent)), events)
+    conn.execute(insert(table(SampleEvent)), events)
 
 
 def _signed_in(
-    session: Session, engine: Engine, items: Sequence[Projected], facility: dict[str, int | None]
+    conn: Connection, engine: Engine, items: Sequence[Projected], facility: dict[str, int | None]
 ) -> None:
     latest: dict[str, tuple[SignIn, Projected]] = {}
     for p in items:
@@ -444,7 +446,7 @@ def _signed_in(
         }
         for code, (data, p) in sorted(latest.items())
     ]
-    session.execute(
+    conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["staff_code"],
             set_={

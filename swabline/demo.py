@@ -95,6 +95,33 @@ def run(args: argparse.Namespace) -> int:
         )
         write_secret(workdir / f"{MANUAL_STATION}.secret", passwords[MANUAL_STATION])
         exe = [sys.executable, "-m", "swabline"]
+        # The dashboard needs a login: a demo admin with a fresh password.
+        admin_password = secrets.token_urlsafe(9)
+        if not (workdir / "swabline.db").exists():
+            pw_file = write_secret(workdir / "admin.password", admin_password)
+            subprocess.run(
+                [
+                    *exe,
+                    "--log-level",
+                    "WARNING",
+                    "admin",
+                    "--config",
+                    str(server_conf),
+                    "bootstrap",
+                    "--username",
+                    "admin",
+                    "--password-file",
+                    str(pw_file),
+                    "--province-code",
+                    "DEMO",
+                    "--province-name",
+                    "Demo province",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        else:
+            admin_password = (workdir / "admin.password").read_text().strip()
         procs.append(subprocess.Popen([*exe, "server", "--config", str(server_conf)], text=True))
         for no, sid in enumerate(ids, 1):
             (workdir / sid).mkdir(exist_ok=True)
@@ -120,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\nSwabline demo running: broker on {broker.host}:{broker.port}, "
             f"{len(ids)} stations scanning.\n"
-            f"Dashboard: http://127.0.0.1:{args.http_port}/\n"
+            f"Dashboard: http://127.0.0.1:{args.http_port}/ "
+            f"(log in as admin / {admin_password})\n"
             f"Act as station {MANUAL_STATION} by hand: password in "
             f"{workdir / (MANUAL_STATION + '.secret')} (see docs/protocol.md).\n"
             f"State in {workdir}. Press Ctrl-C to stop.\n",

@@ -25,6 +25,7 @@ from server.web.schemas import (
     OrganisationIn,
     OrganisationOut,
     OrganisationPatch,
+    OrgIdQuery,
     Page,
     PageNo,
     PageSize,
@@ -164,7 +165,7 @@ def list_users(
     q: Annotated[
         Text | None, Query(max_length=100, description="Username or name contains.")
     ] = None,
-    role: Annotated[str | None, Query(max_length=32)] = None,
+    role: Annotated[Text | None, Query(max_length=32)] = None,
     active: bool | None = None,
     page: PageNo = 1,
     page_size: PageSize = 50,
@@ -302,8 +303,8 @@ def _adopt_tubes(db: Session, station_id: str, facility_id: int) -> None:
 def list_stations(
     caller: Caller,
     db: Db,
-    facility_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    facility_id: OrgIdQuery = None,
+    state: Annotated[Text | None, Query(max_length=16)] = None,
     active: bool | None = None,
 ) -> list[StationOut]:
     """Every station in the caller's scope with its state and record count.

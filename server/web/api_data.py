@@ -29,10 +29,11 @@ from server.web.deps import Caller, Db
 from server.web.pagination import paginate
 from server.web.schemas import (
     AuditOut,
+    OrgIdQuery,
     Page,
     PageNo,
     PageSize,
-    PathId,
+    PathBigId,
     PersonDetailOut,
     PersonOut,
     PoolMemberOut,
@@ -49,8 +50,7 @@ from server.web.schemas import (
 
 router = APIRouter(prefix="/api")
 ERRORS: dict[int | str, dict[str, object]] = {s: {"model": Problem} for s in (401, 403, 404)}
-StationQ = Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-IdQ = Annotated[int | None, Query(ge=1, le=2**62)]
+StationQ = Annotated[Text | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
 def tube_scope(scope: Scope) -> ColumnElement[bool]:
@@ -71,7 +71,7 @@ def api_records(
     db: Db,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     station_id: StationQ = None,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Annotated[Text | None, Query(max_length=32)] = None,
 ) -> list[RecordOut]:
     """The most recently received records (the raw log), newest first."""
     scope = _data_scope(caller)
@@ -145,7 +145,7 @@ def _member(m: PoolMember, code: str, p: Person) -> PoolMemberOut:
 
 
 @router.get("/persons/{person_id}", tags=["search"], responses=ERRORS)
-def get_person(person_id: PathId, caller: Caller, db: Db) -> PersonDetailOut:
+def get_person(person_id: PathBigId, caller: Caller, db: Db) -> PersonDetailOut:
     """A person with every pool they were in (within the caller's scope)."""
     scope = _data_scope(caller)
     person = db.scalar(
@@ -175,7 +175,7 @@ def search_tubes(
     ] = None,
     result: Annotated[str | None, Query(pattern="^(positive|negative|invalid)$")] = None,
     station_id: StationQ = None,
-    facility_id: IdQ = None,
+    facility_id: OrgIdQuery = None,
     opened_from: When | None = None,
     opened_to: When | None = None,
     page: PageNo = 1,
@@ -274,7 +274,7 @@ def search_samples(
         str | None, Query(pattern="^(collected|shipped|received_at_lab|resulted)$")
     ] = None,
     tube: Annotated[Text | None, Query(max_length=64, description="Tube code.")] = None,
-    facility_id: IdQ = None,
+    facility_id: OrgIdQuery = None,
     at_from: When | None = None,
     at_to: When | None = None,
     page: PageNo = 1,
@@ -302,8 +302,8 @@ def search_samples(
 def search_audit(
     caller: Caller,
     db: Db,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    object_type: Annotated[str | None, Query(max_length=32)] = None,
+    action: Annotated[Text | None, Query(max_length=64)] = None,
+    object_type: Annotated[Text | None, Query(max_length=32)] = None,
     object_id: Annotated[Text | None, Query(max_length=64)] = None,
     at_from: When | None = None,
     at_to: When | None = None,

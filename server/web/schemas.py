@@ -17,7 +17,9 @@ from server.models import FacilityKind, OrgKind, Role
 from server.orgs import CODE_PATTERN
 from server.users import USERNAME_PATTERN
 
-MAX_ID = 2**62
+MAX_ID = 2**31 - 1
+"""Organisation, user and token ids are 32-bit columns (PostgreSQL refuses larger values)."""
+MAX_BIG_ID = 2**63 - 1
 
 
 def _clean(value: str) -> str:
@@ -42,6 +44,8 @@ When = Annotated[datetime, AfterValidator(_utc)]
 """A timestamp; without a zone it is taken as UTC."""
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+PathBigId = Annotated[int, Path(ge=1, le=MAX_BIG_ID)]
+OrgIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 StationIdPath = Annotated[str, Path(pattern=f"^{STATION_ID_PATTERN}$")]
 TubeCodePath = Annotated[Text, Path(min_length=1, max_length=64)]
 PageNo = Annotated[int, Query(ge=1, le=100_000, description="1-based page number.")]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -42,10 +44,19 @@ class ServerProc:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    token: str = ""
+    """API token of the bootstrap provincial admin (every /api/* call needs one)."""
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
-            return json.loads(r.read())
+        return json.loads(self.get_text(path))
+
+    def get_text(self, path: str) -> str:
+        req = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body: bytes = r.read()
+            return body.decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -57,7 +68,44 @@ class ServerProc:
                 self.proc.wait()
 
 
-def start_server(workdir: Path, broker: Broker, db_url: str, *, extra: str = "") -> ServerProc:
+def bootstrap_admin(workdir: Path, conf: Path) -> str:
+    """Create the first provincial admin with ``swabline admin bootstrap``; its API token."""
+    token_file = workdir / "admin.token"
+    if not token_file.exists():
+        password = workdir / "admin.password"
+        password.write_text(secrets.token_urlsafe(16))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "swabline",
+                "admin",
+                "--config",
+                str(conf),
+                "bootstrap",
+                "--username",
+                "admin",
+                "--password-file",
+                str(password),
+                "--province-code",
+                "TEST",
+                "--province-name",
+                "Test province",
+                "--token-file",
+                str(token_file),
+            ],
+            check=True,
+            env=_env(),
+            capture_output=True,
+        )
+    return token_file.read_text().strip()
+
+
+def start_server(
+    workdir: Path, broker: Broker, db_url: str, *, extra: str = "", workers: int | None = None
+) -> ServerProc:
+    """``swabline server`` (with ``workers`` ingest processes, default from the config) after
+    bootstrapping an admin whose token the returned ``ServerProc`` uses."""
     workdir.mkdir(parents=True, exist_ok=True)
     secret = workdir / "server.secret"
     secret.write_text(broker.users[SERVER_USER])
@@ -69,23 +117,28 @@ def start_server(workdir: Path, broker: Broker, db_url: str, *, extra: str = "")
         f'username = "{SERVER_USER}"\npassword_file = "{secret}"\n\n'
         f'[http]\nhost = "127.0.0.1"\nport = {port}\n' + extra
     )
+    token = bootstrap_admin(workdir, conf)
     log = workdir / "server.log"
+    cmd = [sys.executable, "-m", "swabline", "server", "--config", str(conf)]
+    if workers is not None:
+        cmd += ["--ingest-workers", str(workers)]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swabline", "server", "--config", str(conf)],
+            cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=_env(),
             cwd=workdir,
         )
-    server = ServerProc(proc, f"http://127.0.0.1:{port}", log)
+    server = ServerProc(proc, f"http://127.0.0.1:{port}", log, token)
+    expected = 1 if workers is None else workers
 
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {log.read_text()}")
         try:
             server.get("/healthz")
-            return "ingest connected" in log.read_text()
+            return log.read_text().count("ingest connected") >= expected
         except OSError:
             return False
 
@@ -146,3 +199,72 @@ def start_agent(
             env=_env(),
         )
     return AgentProc(station_id, proc, outbox, log)
+
+
+class StationPublisher:
+    """A bare station on MQTT (paho, as the agent uses it): publishes records, collects acks.
+
+    For tests that need many records fast, or to resend on purpose; ``resend_unacked`` plays the
+    agent's resend timer.
+    """
+
+    def __init__(self, broker: Broker, station_id: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from protocol import Ack, decode
+        from protocol.topics import StationTopic, topic
+
+        self.station_id = station_id
+        self.sent: dict[str, Any] = {}
+        self.acked: set[str] = set()
+        self.ack_messages = 0
+        self._topic = topic(station_id, StationTopic.RECORDS)
+        self._status_topic = topic(station_id, StationTopic.STATUS)
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=station_id, protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(station_id, broker.users[station_id])
+        client.max_inflight_messages_set(100)
+
+        def on_connect(c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            c.subscribe(topic(station_id, StationTopic.ACKS), qos=1)
+            self._connected.set()
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            ids = decode(Ack, bytes(msg.payload)).record_ids
+            with self._lock:
+                self.ack_messages += 1
+                self.acked.update(ids)
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        self._client = client
+        wait_for(self._connected.is_set, 10, f"{station_id} to connect")
+
+    def publish(self, records: list[Any]) -> None:
+        from protocol import encode
+
+        for r in records:
+            self.sent[r.record_id] = r
+            self._client.publish(self._topic, encode(r), qos=1)
+
+    def publish_status(self, payload: bytes) -> None:
+        self._client.publish(self._status_topic, payload, qos=1, retain=True).wait_for_publish(5)
+
+    def unacked(self) -> list[Any]:
+        with self._lock:
+            return [r for rid, r in self.sent.items() if rid not in self.acked]
+
+    def resend_unacked(self) -> int:
+        pending = self.unacked()
+        self.publish(pending)
+        return len(pending)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
