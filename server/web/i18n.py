@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server.ops.i18n import TEXTS as OPS_TEXTS
+
 LANGS = ("vi", "en")
 LANG_COOKIE = "swabline_lang"
 
@@ -95,6 +97,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "page.previous": ("Trang trước", "Previous"),
     "page.next": ("Trang sau", "Next"),
 }
+# The ops pages' texts live with the ops code (alerts and webhooks use them too): "ops.<key>".
+TEXTS.update({f"ops.{k}": (v["vi"], v["en"]) for k, v in OPS_TEXTS.items()})
 
 
 def translator(lang: str) -> Callable[[str], str]:

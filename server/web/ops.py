@@ -510,7 +510,6 @@ def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
         request,
         name,
         {
-            "ot": _ot(lang),
             "kind_name": lambda k: KIND_NAMES.get(k, {}).get(lang, k),
             "dur": lambda s: duration(s, lang),
             **context,
