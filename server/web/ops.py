@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -91,6 +91,7 @@ class FleetCache:
         self._at: datetime | None = None
         self._views: list[StationView] = []
         self._by_scope: dict[tuple[Any, ...], tuple[dict[str, Any], bytes]] = {}
+        self._html: dict[tuple[Any, ...], Markup] = {}
 
     def fleet(
         self, db: Session, config: ServerConfig, caller: Principal
@@ -103,7 +104,7 @@ class FleetCache:
                 self._views = load_fleet(
                     db, now=now, rules=status_rules(config), default_timezone=config.ops.timezone
                 )
-                self._at, self._by_scope = now, {}
+                self._at, self._by_scope, self._html = now, {}, {}
             cached = self._by_scope.get(key)
             if cached is None:
                 views = [v for v in self._views if scope.covers_path(v.facility_path)]
@@ -112,6 +113,67 @@ class FleetCache:
                 cached = (data, json.dumps(data, ensure_ascii=False).encode())
                 self._by_scope[key] = cached
             return cached
+
+    def table_html(
+        self, db: Session, config: ServerConfig, caller: Principal, lang: str
+    ) -> tuple[dict[str, Any], Markup]:
+        """The scope's fleet and its table body in ``lang`` (rendered once per snapshot)."""
+        data, _ = self.fleet(db, config, caller)
+        scope = caller.scope(Permission.STATION_READ)
+        key = (scope.paths, scope.includes_unassigned, lang)
+        with self._guard:
+            html = self._html.get(key)
+            if html is None:
+                html = self._html[key] = fleet_tbody(data, lang)
+            return data, html
+
+
+def _cell(value: Any, fmt: str = "{:.0f}", unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return fmt.format(value) + (f" {unit}" if unit else "")
+
+
+def fleet_tbody(data: dict[str, Any], lang: str) -> Markup:
+    """The fleet table's ``<tbody>`` groups (the same markup the page's script renders)."""
+    by_id = {s["station_id"]: s for s in data["stations"]}
+    label = {k: escape(v[lang]) for k, v in TEXTS.items()}
+    kinds = {k: escape(v[lang]) for k, v in KIND_NAMES.items()}
+    out: list[str] = []
+    for d in data["groups"]:
+        for f in d["facilities"]:
+            none = TEXTS["unassigned"][lang]
+            title = f"{d['name'] or none} › {f['name'] or none}"
+            out.append(
+                f'<tbody class="group"><tr class="group-head"><th colspan="10">{escape(title)}'
+                "</th></tr>"
+            )
+            for sid in f["stations"]:
+                s = by_id[sid]
+                st = s["status"]
+                name = escape(s["name"] or sid)
+                pills = "".join(
+                    f'<span class="pill sev-{a["severity"]} a-{a["state"]}">'
+                    f"{kinds.get(a['kind'], escape(a['kind']))}</span> "
+                    for a in s["alerts"]
+                )
+                out.append(
+                    f'<tr class="st status-{st}" id="st-{sid}" data-status="{st}">'
+                    f'<td><a href="/ops/stations/{sid}">{name}<small>{sid}</small></a></td>'
+                    f'<td><span class="pill s-{st}">{label[st]}</span></td>'
+                    f'<td class="num">{duration(s["heartbeat_age_s"], lang)}</td>'
+                    f'<td class="num">{_cell(s["outbox_depth"])}</td>'
+                    f'<td class="num">{duration(s["outbox_oldest_age_s"], lang)}</td>'
+                    f'<td class="num">{_cell(s["scans_today"])}</td>'
+                    f'<td class="num">{_cell(s["cpu_temp_c"], unit="°C")}</td>'
+                    f'<td class="num">{_cell(s["disk_free_mb"], unit="MiB")}</td>'
+                    f'<td class="num">{_cell(s["wifi_signal_dbm"], unit="dBm")}</td>'
+                    f"<td>{pills}</td></tr>"
+                )
+            out.append("</tbody>")
+    if not out:
+        out.append(f'<tbody><tr><td colspan="10">{label["no_stations"]}</td></tr></tbody>')
+    return Markup("".join(out))
 
 
 def _fleet_cache(request: Request) -> FleetCache:
@@ -538,9 +600,8 @@ def _groups(views: list[StationView]) -> list[dict[str, Any]]:
 
 @pages.get("")
 def fleet_page(request: Request, caller: PageCaller, db: Db, config: Config) -> Response:
-    data, _ = _fleet_cache(request).fleet(db, config, caller)
-    shown = {s["station_id"]: s for s in data["stations"]}
     lang = language(request)
+    data, body = _fleet_cache(request).table_html(db, config, caller, lang)
     labels = {
         k: TEXTS[k][lang] for k in ("online", "stale", "offline", "offline_closed", "unknown")
     }
@@ -551,8 +612,7 @@ def fleet_page(request: Request, caller: PageCaller, db: Db, config: Config) -> 
         request,
         "ops_fleet.html",
         {
-            "groups": data["groups"],
-            "shown": shown,
+            "body": body,
             "data": data,
             "labels_json": Markup(json.dumps(labels, ensure_ascii=False).replace("</", "<\\/")),
             "now": datetime.fromisoformat(data["generated_at"]),
