@@ -143,13 +143,21 @@ def load_schedules(session: Session, default_timezone: str) -> dict[int, Schedul
 def live_alerts(
     session: Session, station_ids: set[str] | None = None
 ) -> dict[str, list[LiveAlert]]:
-    q = select(Alert).where(Alert.state != "resolved")
+    q = select(
+        Alert.station_id,
+        Alert.id,
+        Alert.kind,
+        Alert.severity,
+        Alert.state,
+        Alert.opened_at,
+        Alert.detail,
+    ).where(Alert.active_key.is_not(None))
     if station_ids is not None:
         q = q.where(Alert.station_id.in_(sorted(station_ids)))
     out: dict[str, list[LiveAlert]] = defaultdict(list)
-    for a in session.scalars(q.order_by(Alert.opened_at)):
-        out[a.station_id].append(
-            LiveAlert(a.id, a.kind, a.severity, a.state, a.opened_at, dict(a.detail))
+    for r in session.execute(q.order_by(Alert.opened_at)):
+        out[r.station_id].append(
+            LiveAlert(r.id, r.kind, r.severity, r.state, r.opened_at, dict(r.detail))
         )
     return out
 
