@@ -1,5 +1,6 @@
 """Wiring of the ops threads in the server process: the MQTT link, the command dispatcher, the
-monitor and the outbound worker. ``server/__main__.py`` starts one ``OpsRuntime``."""
+monitor, the outbound worker and the fleet snapshot kept warm for the fleet page.
+``server/__main__.py`` starts one ``OpsRuntime``."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ class OpsRuntime:
             notify=WebhookNotifier(target, on_enqueued=self.outbound.wake.set),
             on_pass=lambda _p: self.dispatcher.refresh(),
         )
+        from server.web.ops import FleetCache  # the web layer imports this module
+
+        self.fleet_cache = FleetCache(engine, config)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -86,6 +90,7 @@ class OpsRuntime:
             ("ops-dispatch", self.dispatcher.run),
             ("ops-monitor", self.monitor.run),
             ("ops-outbound", self.outbound.run),
+            ("ops-fleet", self.fleet_cache.keep_warm),
         ):
             thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
             thread.start()

@@ -82,6 +82,8 @@ def create_app(
     HttpMetrics(registry).install(app)
     app.state.metrics_registry = registry
     app.state.ops = ops_runtime  # server.ops.runtime.OpsRuntime: commands go out through it
+    if ops_runtime is not None:
+        app.state.ops_fleet_cache = ops_runtime.fleet_cache
     app.add_exception_handler(HttpError, http_error)
     app.include_router(api_auth.router)
     app.include_router(api_admin.router)

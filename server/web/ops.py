@@ -10,7 +10,10 @@ The fleet page updates itself by fetching ``/api/ops/fleet`` every ``ops.fleet_r
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -18,12 +21,12 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse
 from markupsafe import Markup, escape
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from protocol.topics import STATION_ID_PATTERN
-from server.access import Permission, Principal
+from server.access import Permission, Principal, Scope
 from server.config import AlertThresholds, ServerConfig
 from server.errors import BadRequestError, NotFoundError
 from server.models import (
@@ -48,6 +51,8 @@ from server.web.deps import Caller as ApiCaller
 from server.web.deps import Config, Db, PageCaller, check_form_csrf, remote_addr
 from server.web.schemas import Text
 from server.web.templating import language, render
+
+log = logging.getLogger(__name__)
 
 api = APIRouter(prefix="/api/ops", tags=["ops"])
 pages = APIRouter(prefix="/ops", include_in_schema=False)
@@ -77,55 +82,136 @@ def _fleet(
     )
 
 
+ScopeKey = tuple[tuple[str, ...], bool]
+
+
+@dataclass
+class _Snapshot:
+    at: datetime
+    views: list[StationView]
+    json: dict[ScopeKey, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
+    html: dict[tuple[ScopeKey, str], Markup] = field(default_factory=dict)
+
+
 class FleetCache:
-    """The whole fleet as of at most ``ttl_s`` ago, shared by every request.
+    """The whole fleet, derived at most once per ``ttl_s`` and shared by every request.
 
     Every ops user's page polls ``/api/ops/fleet``; without sharing, each poll would read and
-    derive every station again. One request recomputes at a time (the others wait for it), the
-    result is filtered by each caller's scope, and the JSON of each scope is kept with it.
+    derive every station again. A snapshot is filtered by each caller's scope, and the JSON (and
+    the page's table body, per language) of each scope is kept with it.
+
+    On demand (tests, a web app without the ops runtime) a request that finds the snapshot older
+    than ``ttl_s`` recomputes it, one at a time. With ``keep_warm`` running (started by the ops
+    runtime in the server) a background thread refreshes the snapshot, and every scope and
+    language asked for in the last ``watched_s``, once per ``ttl_s`` while someone is watching:
+    requests then only serve what is ready, whatever the fleet size.
     """
 
-    def __init__(self, ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: ServerConfig,
+        *,
+        ttl_s: float = 1.0,
+        watched_s: float = 60.0,
+    ) -> None:
+        self._engine = engine
+        self._config = config
         self.ttl_s = ttl_s
+        self.watched_s = watched_s
         self._guard = threading.Lock()
-        self._at: datetime | None = None
-        self._views: list[StationView] = []
-        self._by_scope: dict[tuple[Any, ...], tuple[dict[str, Any], bytes]] = {}
-        self._html: dict[tuple[Any, ...], Markup] = {}
+        self._snapshot: _Snapshot | None = None
+        self._wanted: dict[ScopeKey, tuple[Scope, float]] = {}
+        self._wanted_html: dict[tuple[ScopeKey, str], float] = {}
+        self._warm = False
 
-    def fleet(
-        self, db: Session, config: ServerConfig, caller: Principal
-    ) -> tuple[dict[str, Any], bytes]:
+    def fleet(self, caller: Principal) -> tuple[dict[str, Any], bytes]:
         scope = caller.require(Permission.STATION_READ)
-        key = (scope.paths, scope.includes_unassigned)
-        with self._guard:
-            now = _now()
-            if self._at is None or (now - self._at).total_seconds() >= self.ttl_s:
-                self._views = load_fleet(
-                    db, now=now, rules=status_rules(config), default_timezone=config.ops.timezone
-                )
-                self._at, self._by_scope, self._html = now, {}, {}
-            cached = self._by_scope.get(key)
-            if cached is None:
-                views = [v for v in self._views if scope.covers_path(v.facility_path)]
-                data = fleet_json(views, config, self._at)
-                data["groups"] = _groups(views)
-                cached = (data, json.dumps(data, ensure_ascii=False).encode())
-                self._by_scope[key] = cached
-            return cached
+        key: ScopeKey = (scope.paths, scope.includes_unassigned)
+        self._wanted[key] = (scope, time.monotonic())
+        snap = self._current()
+        cached = snap.json.get(key)
+        if cached is None:
+            cached = snap.json[key] = self._render_json(snap, scope)
+        return cached
 
-    def table_html(
-        self, db: Session, config: ServerConfig, caller: Principal, lang: str
-    ) -> tuple[dict[str, Any], Markup]:
-        """The scope's fleet and its table body in ``lang`` (rendered once per snapshot)."""
-        data, _ = self.fleet(db, config, caller)
+    def table_html(self, caller: Principal, lang: str) -> tuple[dict[str, Any], Markup]:
+        """The scope's fleet and its table body in ``lang``."""
+        data, _ = self.fleet(caller)
         scope = caller.scope(Permission.STATION_READ)
-        key = (scope.paths, scope.includes_unassigned, lang)
+        key = ((scope.paths, scope.includes_unassigned), lang)
+        self._wanted_html[key] = time.monotonic()
+        snap = self._current()
+        html = snap.html.get(key)
+        if html is None:
+            html = snap.html[key] = fleet_tbody(data, lang)
+        return data, html
+
+    def keep_warm(self, stop: threading.Event) -> None:
+        """Refresh in the background until ``stop`` is set (a thread body)."""
+        self._warm = True
+        try:
+            while not stop.wait(self.ttl_s):
+                now = time.monotonic()
+                if not any(now - t < self.watched_s for _, t in self._wanted.values()):
+                    continue
+                try:
+                    self._refresh(now)
+                except Exception:  # the next request computes on demand
+                    log.exception("refreshing the fleet snapshot failed")
+        finally:
+            self._warm = False
+
+    def _current(self) -> _Snapshot:
+        snap = self._snapshot
+        # Kept warm, a snapshot a few periods old is still served rather than waited for.
+        limit = self.ttl_s * (3 if self._warm else 1)
+        if snap is not None and (_now() - snap.at).total_seconds() < limit:
+            return snap
         with self._guard:
-            html = self._html.get(key)
-            if html is None:
-                html = self._html[key] = fleet_tbody(data, lang)
-            return data, html
+            snap = self._snapshot
+            if snap is None or (_now() - snap.at).total_seconds() >= limit:
+                snap = self._snapshot = self._load()
+            return snap
+
+    def _load(self) -> _Snapshot:
+        now = _now()
+        with Session(self._engine) as db:
+            views = load_fleet(
+                db,
+                now=now,
+                rules=status_rules(self._config),
+                default_timezone=self._config.ops.timezone,
+            )
+        return _Snapshot(now, views)
+
+    def _render_json(self, snap: _Snapshot, scope: Scope) -> tuple[dict[str, Any], bytes]:
+        views = [v for v in snap.views if scope.covers_path(v.facility_path)]
+        data = fleet_json(views, self._config, snap.at)
+        data["groups"] = _groups(views)
+        return data, json.dumps(data, ensure_ascii=False).encode()
+
+    def _refresh(self, now: float) -> None:
+        snap = self._load()
+        for key, (scope, asked) in list(self._wanted.items()):
+            if now - asked < self.watched_s:
+                snap.json[key] = self._render_json(snap, scope)
+            else:
+                self._wanted.pop(key, None)
+        for (key, lang), asked in list(self._wanted_html.items()):
+            if now - asked < self.watched_s and key in snap.json:
+                snap.html[(key, lang)] = fleet_tbody(snap.json[key][0], lang)
+            elif now - asked >= self.watched_s:
+                self._wanted_html.pop((key, lang), None)
+        self._snapshot = snap
+
+
+def fleet_cache(app: Any) -> FleetCache:
+    """The app's fleet cache (made on first use when the ops runtime did not provide one)."""
+    cache: FleetCache | None = getattr(app.state, "ops_fleet_cache", None)
+    if cache is None:
+        cache = app.state.ops_fleet_cache = FleetCache(app.state.engine, app.state.config)
+    return cache
 
 
 def _cell(value: Any, fmt: str = "{:.0f}", unit: str = "") -> str:
@@ -174,13 +260,6 @@ def fleet_tbody(data: dict[str, Any], lang: str) -> Markup:
     if not out:
         out.append(f'<tbody><tr><td colspan="10">{label["no_stations"]}</td></tr></tbody>')
     return Markup("".join(out))
-
-
-def _fleet_cache(request: Request) -> FleetCache:
-    cache: FleetCache | None = getattr(request.app.state, "ops_fleet_cache", None)
-    if cache is None:
-        cache = request.app.state.ops_fleet_cache = FleetCache()
-    return cache
 
 
 def _station(db: Session, config: ServerConfig, caller: Principal, station_id: str) -> StationView:
@@ -327,10 +406,10 @@ class ScheduleIn(BaseModel):
 
 
 @api.get("/fleet")
-def api_fleet(request: Request, caller: ApiCaller, db: Db, config: Config) -> Response:
+def api_fleet(request: Request, caller: ApiCaller) -> Response:
     """Every station in scope with its status, place, latest health and live alerts, and the
     district -> facility grouping of their ids (at most a second old)."""
-    _, body = _fleet_cache(request).fleet(db, config, caller)
+    _, body = fleet_cache(request.app).fleet(caller)
     return Response(body, media_type="application/json")
 
 
@@ -599,9 +678,9 @@ def _groups(views: list[StationView]) -> list[dict[str, Any]]:
 
 
 @pages.get("")
-def fleet_page(request: Request, caller: PageCaller, db: Db, config: Config) -> Response:
+def fleet_page(request: Request, caller: PageCaller) -> Response:
     lang = language(request)
-    data, body = _fleet_cache(request).table_html(db, config, caller, lang)
+    data, body = fleet_cache(request.app).table_html(caller, lang)
     labels = {
         k: TEXTS[k][lang] for k in ("online", "stale", "offline", "offline_closed", "unknown")
     }
