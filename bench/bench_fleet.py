@@ -11,7 +11,8 @@ Measures (printed as a table, and as JSON with ``--json-out``):
   fetches to update itself): p50, p95, p99, max, after a warm-up;
 - how long a status change takes to show in the API: a station killed (its TCP connection cut
   without DISCONNECT, so the broker publishes its will) -> ``offline``; the station back (a new
-  birth) -> ``online``; a station that stops heartbeating but stays connected -> ``stale``;
+  birth) -> ``online``; a station that hangs (stays connected, but sends no heartbeat and no
+  record) -> ``stale``;
 - the server's memory (every process: the web/ops process and the ingest workers), sampled
   every 10 s: after warm-up, at the end, peak, and the slope of a least-squares line;
 - what the simulated fleet sent and how much of it the server acknowledged.
@@ -260,7 +261,7 @@ class Mux(threading.Thread):
                         self.publish(st, "hb")
                     self.schedule(now + SIM.heartbeat_s, "hb", st)
                 else:
-                    if st.alive:
+                    if st.alive and not st.silent:
                         self.publish(st, "scan")
                     self.schedule(now + self._next_scan(st), "scan", st)
             with self.guard:
@@ -720,6 +721,10 @@ def main(argv: list[str] | None = None) -> int:
                     "last": round(points[-1][1], 1),
                     "peak": round(max(v for _, v in points), 1),
                     "slope_mb_per_min": round(slope_per_min(points), 3),
+                    "slope_second_half_mb_per_min": round(
+                        slope_per_min(points[len(points) // 2 :]), 3
+                    ),
+                    "samples": [[round(t), round(v, 1)] for t, v in points],
                 }
                 for name, points in memory.items()
                 if points
@@ -774,9 +779,14 @@ def print_table(r: dict[str, Any]) -> None:
         f"(the fleet page fetches every {sc['fleet_page_refresh_s']} s; two heartbeat intervals = "
         f"{sc['two_heartbeat_intervals_s']} s)"
     )
-    print(f"\n{'memory (RSS MB)':<16}{'first':>9}{'last':>9}{'peak':>9}{'MB/min':>9}")
+    print(
+        f"\n{'memory (RSS MB)':<16}{'first':>9}{'last':>9}{'peak':>9}{'MB/min':>9}{'2nd half':>10}"
+    )
     for name, m in r["memory_mb"].items():
-        print(f"{name:<16}{m['first']:>9}{m['last']:>9}{m['peak']:>9}{m['slope_mb_per_min']:>9}")
+        print(
+            f"{name:<16}{m['first']:>9}{m['last']:>9}{m['peak']:>9}{m['slope_mb_per_min']:>9}"
+            f"{m['slope_second_half_mb_per_min']:>10}"
+        )
     print(f"\ncpu seconds: {r['cpu_s']}")
     print(f"fleet: {r['fleet']}")
 

@@ -3,8 +3,9 @@
 - ``offline``: its death arrived (with the ``bd_seq`` of its current connection: a late will
   from an older connection is ignored by ingest), or nothing heard for
   ``offline_after_intervals`` heartbeat intervals;
-- ``stale``: connected as far as the broker knows, but no heartbeat for
-  ``stale_after_intervals`` intervals (a hung agent, a half-open connection);
+- ``stale``: connected as far as the broker knows, but nothing heard (no heartbeat, no record,
+  no birth) for ``stale_after_intervals`` intervals (a hung agent, a half-open connection). A
+  station still delivering records is alive even if its heartbeats are lost (QoS 0);
 - ``online``: heard from within ``stale_after_intervals`` intervals;
 - ``unknown``: registered but never heard from.
 
