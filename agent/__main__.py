@@ -11,24 +11,37 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
 from agent.clock import SystemClock
+from agent.commands import CommandHandler
 from agent.config import StationConfig, load_config
+from agent.diagnostics import Diagnostics, RingLogHandler
 from agent.errors import AgentError
 from agent.feedback import LogFeedback, NoFeedback
+from agent.health import (
+    HealthProbe,
+    HealthReading,
+    LinuxHealthProbe,
+    PiHealthProbe,
+    probe_for_this_machine,
+)
 from agent.identity import boot_id
 from agent.lab import LabReception
 from agent.lock import outbox_lock
 from agent.mqtt import MqttUplink
+from agent.ops import OpsHooks
 from agent.outbox import TinyDbOutbox
-from agent.ports import Clock, Feedback, ScanSource, Workflow
+from agent.ports import Clock, Feedback, Outbox, ScanSource, Workflow
 from agent.preflight import Prepared, prepare
 from agent.session import SamplingWorkflow, WorkflowSettings
 from agent.sources import LineScanSource
 from agent.station import RecordEveryScan, Station
 from agent.systemd import SystemdNotifier
+from agent.telemetry import HeartbeatReporter
+from protocol import CommandResult
 
 log = logging.getLogger("swabline.agent")
 
@@ -145,6 +158,66 @@ def build_feedback(config: StationConfig) -> Feedback:
     return LogFeedback() if feedback.type == "log" else NoFeedback()
 
 
+def build_probe(config: StationConfig) -> HealthProbe:
+    disk = config.outbox.path.parent
+    match config.health.probe:
+        case "pi":
+            return PiHealthProbe(disk_path=disk)
+        case "linux":
+            return LinuxHealthProbe(disk_path=disk)
+        case "none":
+            return _NoProbe()
+    return probe_for_this_machine(disk)
+
+
+class _NoProbe:
+    def read(self) -> HealthReading:
+        return HealthReading()
+
+
+def build_ops(
+    config: StationConfig,
+    *,
+    clock: Clock,
+    outbox: Outbox,
+    feedback: Feedback,
+    workflow: object,
+    boot: str,
+    scanners: int,
+    publish_result: Callable[[CommandResult], None],
+    logs: RingLogHandler,
+) -> OpsHooks:
+    """Heartbeat telemetry and remote commands for ``Station(ops=...)``."""
+    probe = build_probe(config)
+    reporter = HeartbeatReporter(
+        clock=clock,
+        outbox=outbox,
+        probe=probe,
+        agent_version=__version__,
+        boot_id=boot,
+        heartbeat_s=config.mqtt.heartbeat_s,
+        scanners_expected=scanners,
+        timezone=config.health.timezone,
+    )
+    diagnostics = Diagnostics(
+        config=config,
+        outbox=outbox,
+        logs=logs,
+        probe=probe,
+        clock=clock,
+        agent_version=__version__,
+        extra=lambda: {"heartbeat": reporter.fields()},
+    )
+    commands = CommandHandler(
+        workflow=workflow,
+        feedback=feedback,
+        clock=clock,
+        publish_result=publish_result,
+        diagnostics=diagnostics.bundle,
+    )
+    return OpsHooks(reporter=reporter, commands=commands)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
@@ -155,14 +228,16 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config:
         print(f"{args.config}: OK (station {config.station_id})")
         return 0
+    logs = RingLogHandler(capacity=config.health.log_lines)
+    logging.getLogger().addHandler(logs)
     try:
-        return _run_station(config, prepared)
+        return _run_station(config, prepared, logs)
     except AgentError as exc:
         log.error("%s", exc)
         return 1
 
 
-def _run_station(config: StationConfig, prepared: Prepared) -> int:
+def _run_station(config: StationConfig, prepared: Prepared, logs: RingLogHandler) -> int:
     clock = SystemClock()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,12 +278,15 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
                 f"{len(outbox)} records waiting for the server"
             ),
         )
+        boot = boot_id()
+        sources = build_sources(config)
+        workflow = build_workflow(config, clock)
         station = Station(
             on_tick=notifier,
             station_id=config.station_id,
-            boot_id=boot_id(),
-            sources=build_sources(config),
-            workflow=build_workflow(config, clock),
+            boot_id=boot,
+            sources=sources,
+            workflow=workflow,
             outbox=outbox,
             uplink=uplink,
             feedback=feedback,
@@ -219,6 +297,17 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
             drain_per_s=config.mqtt.drain_per_s,
             max_unacked=config.mqtt.max_unacked,
             acked_retention_s=outbox_config.acked_retention_h * 3600,
+            ops=build_ops(
+                config,
+                clock=clock,
+                outbox=outbox,
+                feedback=feedback,
+                workflow=workflow,
+                boot=boot,
+                scanners=len(sources),
+                publish_result=uplink.publish_command_result,
+                logs=logs,
+            ),
         )
         log.info("station %s starting (%d records waiting)", config.station_id, len(outbox))
         try:
@@ -229,4 +318,4 @@ def _run_station(config: StationConfig, prepared: Prepared) -> int:
             feedback.close()
             notifier.close()
         log.info("station %s stopped (%d records waiting)", config.station_id, len(outbox))
-    return 0
+    return station.exit_code

@@ -10,6 +10,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -341,6 +342,28 @@ class LabStationConfig(_Section):
         return patterns
 
 
+class HealthConfig(_Section):
+    probe: Literal["auto", "linux", "pi", "none"] = Field(
+        "auto",
+        description="Machine readings: 'pi' adds under-voltage/throttling, 'auto' detects a Pi.",
+    )
+    timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone whose midnight resets the scans-today count."
+    )
+    log_lines: int = Field(
+        2000, ge=0, le=100_000, description="Recent log lines kept in memory for diagnostics."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -357,6 +380,7 @@ class StationConfig(_Section):
     lab: LabStationConfig | None = Field(
         None, description="Present on a lab station: receive tubes instead of sampling."
     )
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @model_validator(mode="after")
     def _one_workflow(self) -> StationConfig:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent.errors import ScannerError
+from agent.health import HealthReading
 from agent.ports import (
     Acked,
     Condition,
@@ -22,7 +23,7 @@ from agent.ports import (
     SourceSink,
     UplinkSink,
 )
-from protocol import Heartbeat, Record
+from protocol import CommandResult, Heartbeat, Record
 
 
 class FakeScanSource:
@@ -88,6 +89,7 @@ class FakeUplink:
     def __init__(self, *, connected: bool = True) -> None:
         self.published: list[Record] = []
         self.heartbeats: list[Heartbeat] = []
+        self.command_results: list[CommandResult] = []
         self._connected = connected
         self._sink: UplinkSink | None = None
 
@@ -105,6 +107,9 @@ class FakeUplink:
 
     def publish_heartbeat(self, heartbeat: Heartbeat) -> None:
         self.heartbeats.append(heartbeat)
+
+    def publish_command_result(self, result: CommandResult) -> None:
+        self.command_results.append(result)
 
     def set_connected(self, connected: bool) -> None:
         """Simulate the broker connection coming or going."""
@@ -286,3 +291,13 @@ class FakeFrameProvider:
 
     def close(self) -> None:
         self.closes += 1
+
+
+class FakeHealthProbe:
+    """Returns ``reading``; tests change it between heartbeats."""
+
+    def __init__(self, reading: HealthReading | None = None) -> None:
+        self.reading = reading or HealthReading()
+
+    def read(self) -> HealthReading:
+        return self.reading

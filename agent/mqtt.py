@@ -17,7 +17,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import Backoff
 from agent.ports import Acked, CommandReceived, Connected, Disconnected, Synced, UplinkSink
-from protocol import Ack, Command, Heartbeat, PayloadError, Record, Status, Sync, decode, encode
+from protocol import (
+    Ack,
+    Command,
+    CommandResult,
+    Heartbeat,
+    PayloadError,
+    Record,
+    Status,
+    Sync,
+    decode,
+    encode,
+)
 from protocol.topics import StationTopic, topic
 
 log = logging.getLogger(__name__)
@@ -111,6 +122,15 @@ class MqttUplink:
         conn = self._conn
         if conn is not None and conn.up:
             conn.client.publish(self._heartbeat_topic, encode(heartbeat), qos=0)
+
+    def publish_command_result(self, result: CommandResult) -> None:
+        """Answer a command (QoS 1). Dropped while disconnected: the server sends the command
+        again after the next birth until it is answered."""
+        conn = self._conn
+        if conn is not None and conn.up:
+            conn.client.publish(
+                topic(self.station_id, StationTopic.COMMAND_RESULTS), encode(result), qos=1
+            )
 
     def close(self) -> None:
         """Publish a retained death ourselves (a clean disconnect suppresses the will)."""
@@ -255,7 +275,8 @@ class MqttUplink:
         kind = msg.topic.rsplit("/", 1)[-1]
         try:
             if kind == StationTopic.ACKS.value:
-                self._emit(Acked(tuple(decode(Ack, bytes(msg.payload)).record_ids)))
+                ack = decode(Ack, bytes(msg.payload))
+                self._emit(Acked(tuple(ack.record_ids), server_time=ack.server_time))
             elif kind == StationTopic.SYNC.value:
                 self._emit(Synced(decode(Sync, bytes(msg.payload)).max_seq))
             elif kind == StationTopic.COMMANDS.value:

@@ -197,6 +197,8 @@ class Disconnected:
 @dataclass(frozen=True, slots=True)
 class Acked:
     record_ids: Sequence[str] = field(default_factory=tuple)
+    server_time: float | None = None
+    """The server's clock when it sent the acknowledgement (for the clock offset estimate)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from agent.backoff import TokenBucket
 from agent.errors import OutboxError, OutboxFullError, OutboxNotReadyError
@@ -46,6 +47,9 @@ from agent.ports import (
     Workflow,
 )
 from protocol import Heartbeat, Record
+
+if TYPE_CHECKING:
+    from agent.ops import StationOps
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class Station:
         max_unacked: most records published and not yet acknowledged; sending pauses beyond.
         acked_retention_s: acknowledged records are purged from the outbox after this long.
         purge_every_s: how often the purge runs.
+        ops: heartbeat telemetry and remote commands (``agent.ops``); optional.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class Station:
         max_unacked: int = 1000,
         acked_retention_s: float = 24 * 3600.0,
         purge_every_s: float = 60.0,
+        ops: StationOps | None = None,
     ) -> None:
         self.station_id = station_id
         self.boot_id = boot_id
@@ -156,6 +162,9 @@ class Station:
         self._nearly_full = False
         self.saved = 0
         self.confirmed = 0
+        self._ops = ops
+        self._stop: threading.Event | None = None
+        self.exit_code = 0
 
     def submit(self, event: StationEvent) -> None:
         """Hand an event to the station thread (thread-safe)."""
@@ -163,6 +172,7 @@ class Station:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
+        self._stop = stop
         self.restore()
         self._feedback.set_condition(Condition.OFFLINE, True)
         if not self._outbox.ready:
@@ -231,11 +241,13 @@ class Station:
             self._purge()
         if self._on_tick is not None:
             self._on_tick()
+        if self._ops is not None:
+            self._ops.tick()
 
     def heartbeat(self) -> Heartbeat:
         now = self._clock.wall()
         oldest = self._outbox.oldest_pending_time()
-        return Heartbeat(
+        heartbeat = Heartbeat(
             time=now,
             uptime_s=(self._clock.monotonic_ns() - self._started_ns) / 1e9,
             outbox_depth=len(self._outbox),
@@ -244,9 +256,16 @@ class Station:
             outbox_nearly_full=self._outbox.nearly_full,
             last_seq=self._outbox.last_seq(),
         )
+        if self._ops is not None:
+            # The ops readings win: e.g. their backlog age follows the monotonic clock.
+            fields = {**heartbeat.model_dump(exclude_none=True), **self._ops.heartbeat_fields()}
+            heartbeat = Heartbeat.model_validate(fields)
+        return heartbeat
 
     def handle(self, event: StationEvent) -> None:
         """Handle one event (public so tests can drive a station without threads)."""
+        if self._ops is not None:
+            self._ops.observe(event)
         match event:
             case Scan():
                 self._on_scan(event)
@@ -264,7 +283,10 @@ class Station:
             case Synced(max_seq=max_seq):
                 self._on_synced(max_seq)
             case CommandReceived():
-                log.info("command %s received (not handled yet)", event.command.name)
+                if self._ops is not None:
+                    self._ops.on_command(event.command, self)
+                else:
+                    log.info("command %s ignored: no ops hooks", event.command.name)
 
     # -- scans ----------------------------------------------------------------------------
 
@@ -451,6 +473,26 @@ class Station:
                     self._outbox.capacity,
                 )
             self._feedback.set_condition(Condition.OUTBOX_NEARLY_FULL, nearly_full)
+
+    # -- what remote commands may ask (agent.commands.StationControl) ---------------------
+
+    def record(self, entries: Sequence[Entry]) -> int:
+        """Store ``entries`` as records (sent with the rest of the backlog); returns how many."""
+        records = self._store(entries)
+        self._workflow.stored(records)
+        self._more = True
+        return len(records)
+
+    def resend_pending(self) -> int:
+        """Send every unacknowledged record again from the start (resynchronise)."""
+        self._restart_sending()
+        return len(self._outbox)
+
+    def request_exit(self, code: int) -> None:
+        """Stop the loop; the agent then exits with ``code`` (see ``agent.__main__``)."""
+        self.exit_code = code
+        if self._stop is not None:
+            self._stop.set()
 
 
 def _merged(kept: Sequence[Record], pending: Iterable[Record]) -> Iterator[Record]:

@@ -80,6 +80,9 @@ class Ack(_Message):
     """
 
     record_ids: list[RecordId] = Field(min_length=1, max_length=MAX_ACK_IDS)
+    server_time: float | None = Field(
+        None, description="Server clock when sent, epoch seconds: stations estimate their offset."
+    )
 
 
 class Status(_Message):
@@ -96,7 +99,11 @@ class Status(_Message):
 
 
 class Heartbeat(_Message):
-    """Station health on ``.../<station_id>/heartbeat`` (QoS 0). Fields beyond these may grow."""
+    """Station health on ``.../<station_id>/heartbeat`` (QoS 0). Fields beyond these may grow.
+
+    Everything after ``outbox_depth`` is optional: a reading the station cannot take (no Wi-Fi,
+    not a Raspberry Pi) is left out rather than faked.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -113,6 +120,28 @@ class Heartbeat(_Message):
         None, description="Unacknowledged records passed the station's warning threshold."
     )
     last_seq: int | None = Field(None, ge=0, description="Highest seq the station handed out.")
+    agent_version: str | None = Field(None, max_length=32)
+    boot_id: str | None = Field(None, max_length=64)
+    heartbeat_s: float | None = Field(None, gt=0, description="The station's heartbeat interval.")
+    clock_synced: bool | None = None
+    clock_offset_s: float | None = Field(
+        None, description="Station wall clock minus server clock, from the last server_time seen."
+    )
+    scans_today: int | None = Field(None, ge=0)
+    last_scan_at: float | None = None
+    scanners_connected: int | None = Field(None, ge=0)
+    scanners_expected: int | None = Field(None, ge=0)
+    cpu_temp_c: float | None = None
+    load_avg: float | None = Field(None, ge=0)
+    mem_total_mb: float | None = Field(None, ge=0)
+    mem_available_mb: float | None = Field(None, ge=0)
+    disk_total_mb: float | None = Field(None, ge=0)
+    disk_free_mb: float | None = Field(None, ge=0)
+    wifi_signal_dbm: float | None = None
+    mqtt_reconnects: int | None = Field(None, ge=0)
+    under_voltage: bool | None = None
+    throttled: bool | None = None
+    throttled_flags: int | None = Field(None, ge=0)
 
 
 class Sync(_Message):
@@ -126,12 +155,18 @@ class Sync(_Message):
 
 
 class Command(_Message):
-    """Server -> station on ``.../<station_id>/commands``."""
+    """Server -> station on ``.../<station_id>/commands``.
+
+    The station carries out a ``command_id`` at most once per run and answers with one
+    ``CommandResult``. A command past ``expires_at`` is refused (when the station's clock is
+    synchronised; the server never sends an expired command).
+    """
 
     command_id: str = Field(min_length=1, max_length=64)
     name: str = Field(pattern=r"^[a-z][a-z_]{0,31}$")
     args: dict[str, Any] = Field(default_factory=dict)
     expires_at: float
+    server_time: float | None = Field(None, description="Server clock when sent, epoch seconds.")
 
 
 class CommandResult(_Message):

@@ -42,6 +42,7 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     import uvicorn
 
     from server.background import start_background
+    from server.ops.runtime import OpsRuntime
     from server.web import create_app
     from server.workers import WorkerPool
 
@@ -54,22 +55,30 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         from server.enrollment import service_from_config
 
         enrollment = service_from_config(config)
-    pool = WorkerPool(
-        config, workers, password=read_secret(config.mqtt.password_file), log_level=log_level
-    )
+    password = read_secret(config.mqtt.password_file)
+    pool = WorkerPool(config, workers, password=password, log_level=log_level)
     pool.start()
+    ops = OpsRuntime(engine=engine, config=config, mqtt_password=password)
+    ops.start()
     log.info(
         "web app on http://%s:%d/ with %d ingest worker(s)",
         config.http.host,
         config.http.port,
         workers,
     )
-    app = create_app(engine, config=config, ingest_counters=pool.counters, enrollment=enrollment)
+    app = create_app(
+        engine,
+        config=config,
+        ingest_counters=pool.counters,
+        enrollment=enrollment,
+        ops_runtime=ops,
+    )
     background = start_background(engine, config, app.state.lab.ctx)
     try:
         uvicorn.run(app, host=config.http.host, port=config.http.port, log_level="warning")
     finally:
         background.close()
+        ops.stop()
         pool.stop()
         engine.dispose()
     return 0

@@ -76,6 +76,57 @@ class AuthConfig(_Section):
     )
 
 
+class OpsConfig(_Section):
+    heartbeat_s: float = Field(
+        10.0, gt=0, le=3600, description="Heartbeat interval assumed when a station does not say."
+    )
+    stale_after_intervals: float = Field(
+        2.0, ge=1, le=100, description="A station is stale after this many missed heartbeats..."
+    )
+    offline_after_intervals: float = Field(
+        6.0, ge=1, le=1000, description="...and offline after this many (or on its death)."
+    )
+    timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone of facility schedules that name none."
+    )
+    evaluate_s: float = Field(
+        5.0, gt=0, le=600, description="How often statuses and alerts are re-evaluated."
+    )
+    history_step_s: int = Field(
+        60, ge=10, le=3600, description="Heartbeat history keeps one sample per this many seconds."
+    )
+    history_full_hours: int = Field(
+        24, ge=1, le=24 * 90, description="Full-resolution history is kept this long..."
+    )
+    history_coarse_step_s: int = Field(
+        900, ge=60, le=86_400, description="...then thinned to one sample per this many seconds."
+    )
+    history_days: int = Field(
+        14, ge=1, le=3650, description="Heartbeat history older than this is deleted."
+    )
+    command_ttl_s: int = Field(
+        3600, ge=10, le=7 * 86_400, description="Default lifetime of a remote command."
+    )
+    fleet_refresh_s: float = Field(
+        5.0, ge=1, le=600, description="How often the fleet page fetches fresh data."
+    )
+    metrics_max_stations: int = Field(
+        200, ge=0, le=100_000, description="Stations with their own /metrics series (worst first)."
+    )
+    metrics_max_facilities: int = Field(
+        200, ge=0, le=100_000, description="Facilities with their own series; the rest: 'other'."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class EnrollmentConfig(_Section):
     broker_host: str = Field(
         description="Broker address given to enrolling stations (the TLS listener's name)."
@@ -181,11 +232,56 @@ class LabConfig(_Section):
     )
 
 
+class AlertThresholds(_Section):
+    """Alert thresholds. The admin UI can override each one (stored in ``ops_settings``)."""
+
+    offline_after_s: float = Field(
+        120, ge=0, le=86_400, description="Alert when stale/offline this long in operating hours."
+    )
+    backlog_max_age_s: float = Field(
+        900, ge=10, description="Alert when the oldest unsent record is older than this."
+    )
+    backlog_growth_window_s: float = Field(
+        900, ge=60, description="Alert when the outbox grew over this window..."
+    )
+    backlog_growth_min: int = Field(50, ge=1, description="...by at least this many records.")
+    disk_free_min_mb: float = Field(500, ge=0, description="Alert when free disk falls below this.")
+    cpu_temp_max_c: float = Field(80, ge=30, le=120, description="Alert at this CPU temperature.")
+    clock_offset_max_s: float = Field(
+        30, gt=0, description="Alert when a station's clock is off by more than this."
+    )
+    gap_grace_s: float = Field(
+        300, ge=0, description="Alert when records are missing from a sequence this long."
+    )
+
+
+class AlertsConfig(_Section):
+    thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Alerts are POSTed here as JSON (opened, acknowledged, resolved).",
+    )
+    webhook_secret_file: Path | None = Field(
+        None, description="File with the HMAC-SHA256 key that signs each webhook body."
+    )
+
+
+class OutboundConfig(_Section):
+    timeout_s: float = Field(10, gt=0, le=120, description="Timeout of one webhook POST.")
+    max_attempts: int = Field(10, ge=1, le=100, description="Attempts before giving up.")
+    retry_min_s: float = Field(5, gt=0, description="First retry delay; doubles each attempt...")
+    retry_max_s: float = Field(900, gt=0, description="...up to this.")
+
+
 class ServerConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     enrollment: EnrollmentConfig | None = Field(
         None, description="Station enrollment; without this section the server enrolls no one."

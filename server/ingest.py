@@ -45,7 +45,17 @@ from sqlalchemy import Engine, bindparam, case, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
-from protocol import Ack, Heartbeat, PayloadError, Record, Status, Sync, decode, encode
+from protocol import (
+    Ack,
+    CommandResult,
+    Heartbeat,
+    PayloadError,
+    Record,
+    Status,
+    Sync,
+    decode,
+    encode,
+)
 from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
@@ -53,6 +63,8 @@ from server.activity import record_activity
 from server.db import upsert
 from server.metrics import IngestCounters
 from server.models import RecordRow, RejectedMessage, StationRow, table
+from server.ops import commands as ops_commands
+from server.ops.history import sample_row, store_samples
 from server.projection import Projected, event_time, project
 
 log = logging.getLogger(__name__)
@@ -86,6 +98,9 @@ class Classified:
     """Valid envelopes with an unknown kind or invalid data: kept as rejected, acknowledged."""
     statuses: list[tuple[str, Status]] = field(default_factory=list)
     heartbeats: list[tuple[str, Heartbeat]] = field(default_factory=list)
+    heartbeats_at: list[datetime] = field(default_factory=list)
+    """When each heartbeat arrived (same order as ``heartbeats``)."""
+    command_results: list[tuple[str, CommandResult]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     received_at: dict[str, datetime] = field(default_factory=dict)
 
@@ -148,6 +163,10 @@ def classify(messages: Iterable[Message]) -> Classified:
                         out.statuses.append((where.station_id, decode(Status, m.payload)))
                 case StationTopic.HEARTBEAT:
                     out.heartbeats.append((where.station_id, decode(Heartbeat, m.payload)))
+                    out.heartbeats_at.append(m.received_at)
+                case StationTopic.COMMAND_RESULTS:
+                    result = decode(CommandResult, m.payload)
+                    out.command_results.append((where.station_id, result))
                 case _:
                     raise PayloadError(f"the server does not accept {where.kind.value} messages")
         except PayloadError as exc:
@@ -170,6 +189,7 @@ class Stored:
     duplicates_by_station: dict[str, int] = field(default_factory=dict)
     stale_deaths: int = 0
     poison: int = 0
+    command_results: int = 0
 
     def merge(self, other: Stored) -> None:
         for sid, ids in other.acks.items():
@@ -183,10 +203,15 @@ class Stored:
         self.rejected += other.rejected
         self.stale_deaths += other.stale_deaths
         self.poison += other.poison
+        self.command_results += other.command_results
 
 
 def store_batch(
-    engine: Engine, batch: Classified, *, known_stations: set[str] | None = None
+    engine: Engine,
+    batch: Classified,
+    *,
+    known_stations: set[str] | None = None,
+    history_step_s: int = 60,
 ) -> Stored:
     """Store a classified batch in one transaction; returns what to acknowledge per station.
 
@@ -194,7 +219,8 @@ def store_batch(
     twice. A record whose (station, seq) is taken by a different record is kept as a rejected
     message, so it is never lost, and acknowledged so the station does not resend it forever.
     ``known_stations`` (ids that have a ``stations`` row) saves a statement per batch; it is
-    updated after the commit.
+    updated after the commit. Heartbeats also go to the history, one sample per station per
+    ``history_step_s``; command results update their command.
     """
     result = Stored()
     now = datetime.now(UTC)
@@ -204,6 +230,7 @@ def store_batch(
     station_ids = {r.station_id for r in unique.values()}
     station_ids |= {r.station_id for r in invalid.values() if r.station_id}
     station_ids |= {s for s, _ in batch.statuses} | {s for s, _ in batch.heartbeats}
+    station_ids |= {s for s, _ in batch.command_results}
     new_stations = sorted(station_ids - (known_stations or set()))
     with Session(engine) as session, session.begin():
         if new_stations:
@@ -269,7 +296,22 @@ def store_batch(
             ],
         )
         _update_stations(session, [unique[rid] for rid in inserted], now)
-        _apply_heartbeats(session, batch.heartbeats, now)
+        heard = [*batch.heartbeats_at, *[now] * (len(batch.heartbeats) - len(batch.heartbeats_at))]
+        _apply_heartbeats(session, batch.heartbeats, heard)
+        store_samples(
+            session,
+            engine,
+            [
+                sample_row(sid, hb, at, history_step_s)
+                for (sid, hb), at in zip(batch.heartbeats, heard, strict=True)
+            ],
+        )
+        if batch.command_results:
+            answers = ops_commands.apply_results(session, batch.command_results, now=now)
+            for sid, res, problem in answers:
+                msg = Message(topic(sid, StationTopic.COMMAND_RESULTS), encode(res), now)
+                rejections.append(Rejection(msg, problem, sid))
+            result.command_results = len(batch.command_results)
         record_activity(
             session,
             heard=[(sid, now) for sid, _ in batch.heartbeats]
@@ -379,16 +421,18 @@ def _update_stations(session: Session, records: Sequence[Record], now: datetime)
 
 
 def _apply_heartbeats(
-    session: Session, heartbeats: Sequence[tuple[str, Heartbeat]], now: datetime
+    session: Session, heartbeats: Sequence[tuple[str, Heartbeat]], heard: Sequence[datetime]
 ) -> None:
-    latest = dict(heartbeats)  # in arrival order: the last one of each station wins
-    for sid, hb in sorted(latest.items()):
+    # In arrival order: the last one of each station wins. Its arrival time (not the commit's)
+    # is kept, so the server can tell how far off the station's clock is.
+    latest = {sid: (hb, at) for (sid, hb), at in zip(heartbeats, heard, strict=True)}
+    for sid, (hb, at) in sorted(latest.items()):
         session.execute(
             update(StationRow)
             .where(StationRow.station_id == sid)
             .values(
-                last_seen_at=now,
-                last_heartbeat_at=now,
+                last_seen_at=at,
+                last_heartbeat_at=at,
                 outbox_depth=hb.outbox_depth,
                 heartbeat=hb.model_dump(mode="json"),
             )
@@ -452,9 +496,13 @@ def _split(batch: Classified) -> list[tuple[Classified, Message | None, Record |
     for sid, status in batch.statuses:
         msg = Message(topic(sid, StationTopic.STATUS), encode(status), datetime.now(UTC))
         parts.append((Classified(statuses=[(sid, status)]), msg, None))
-    for sid, hb in batch.heartbeats:
-        msg = Message(topic(sid, StationTopic.HEARTBEAT), encode(hb), datetime.now(UTC))
-        parts.append((Classified(heartbeats=[(sid, hb)]), msg, None))
+    heard = [*batch.heartbeats_at, *[datetime.now(UTC)] * len(batch.heartbeats)]
+    for (sid, hb), at in zip(batch.heartbeats, heard, strict=False):
+        msg = Message(topic(sid, StationTopic.HEARTBEAT), encode(hb), at)
+        parts.append((Classified(heartbeats=[(sid, hb)], heartbeats_at=[at]), msg, None))
+    for sid, res in batch.command_results:
+        msg = Message(topic(sid, StationTopic.COMMAND_RESULTS), encode(res), datetime.now(UTC))
+        parts.append((Classified(command_results=[(sid, res)]), msg, None))
     for r in batch.records:
         rid = r.record_id
         part = Classified(
@@ -493,6 +541,7 @@ def store_resilient(
     counters: IngestCounters | None = None,
     retries: int = 8,
     sleep: Callable[[float], None] = time.sleep,
+    history_step_s: int = 60,
 ) -> Stored:
     """``store_batch`` that survives what it can.
 
@@ -506,7 +555,9 @@ def store_resilient(
     counters = counters or IngestCounters()
     try:
         return _with_retries(
-            lambda: store_batch(engine, batch, known_stations=known_stations),
+            lambda: store_batch(
+                engine, batch, known_stations=known_stations, history_step_s=history_step_s
+            ),
             counters,
             retries,
             sleep,
@@ -519,7 +570,9 @@ def store_resilient(
 
     def attempt(part: Classified) -> Stored:
         return _with_retries(
-            lambda: store_batch(engine, part, known_stations=known_stations),
+            lambda: store_batch(
+                engine, part, known_stations=known_stations, history_step_s=history_step_s
+            ),
             counters,
             retries,
             sleep,
@@ -553,7 +606,8 @@ def store_resilient(
 
 
 class MqttIngest:
-    """Subscribes to every station's records (MQTT 5 shared subscription), status and heartbeat.
+    """Subscribes to every station's records, heartbeats and command results (MQTT 5 shared
+    subscriptions) and status.
 
     Wiring: connects with a clean session as ``username`` to ``host:port``; several workers may
     run side by side in the same ``shared_group``, each with its own ``client_id``. Messages
@@ -575,8 +629,10 @@ class MqttIngest:
         batch_max_ms: int = 50,
         counters: IngestCounters | None = None,
         on_stored: Callable[[Stored], None] | None = None,
+        history_step_s: int = 60,
     ) -> None:
         self._engine = engine
+        self._history_step_s = history_step_s
         self._host, self._port = host, port
         self._group = shared_group
         self._max_rows, self._max_s = batch_max_rows, batch_max_ms / 1000
@@ -636,7 +692,11 @@ class MqttIngest:
         c.set("queue_depth", self._queue.qsize())
         started = time.perf_counter()
         stored = store_resilient(
-            self._engine, classify(batch), known_stations=self._known_stations, counters=c
+            self._engine,
+            classify(batch),
+            known_stations=self._known_stations,
+            counters=c,
+            history_step_s=self._history_step_s,
         )
         elapsed = time.perf_counter() - started
         c.add("batch_seconds", elapsed)
@@ -644,7 +704,7 @@ class MqttIngest:
         log.debug("stored a batch of %d messages in %.1f ms", len(batch), elapsed * 1000)
         for station_id, ids in stored.acks.items():
             for i in range(0, len(ids), MAX_ACK_IDS):
-                ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS])
+                ack = Ack(record_ids=ids[i : i + MAX_ACK_IDS], server_time=time.time())
                 self._client.publish(topic(station_id, StationTopic.ACKS), encode(ack), qos=1)
                 c.add("acks_published")
         c.add("records_inserted", stored.inserted)
@@ -682,6 +742,7 @@ class MqttIngest:
             [
                 (subscription(StationTopic.RECORDS, shared_group=self._group), 1),
                 (subscription(StationTopic.HEARTBEAT, shared_group=self._group), 0),
+                (subscription(StationTopic.COMMAND_RESULTS, shared_group=self._group), 1),
                 # Not shared: retained births and deaths are not delivered to shared subscribers.
                 (subscription(StationTopic.STATUS), 1),
             ]
@@ -749,6 +810,7 @@ def run_worker(
         batch_max_rows=config.ingest.batch_max_rows,
         batch_max_ms=config.ingest.batch_max_ms,
         counters=counters,
+        history_step_s=config.ops.history_step_s,
     )
 
     def watch() -> None:

@@ -779,3 +779,172 @@ class StationEnrollmentRow(Base):
     credentials_generation: Mapped[int] = mapped_column(Integer)
     hostname: Mapped[str | None] = mapped_column(String(253))
     decommissioned_at: Mapped[datetime | None] = mapped_column()
+
+
+# --- ops: station health history, alerts, remote commands, outbound deliveries (0005) -----------
+
+
+class FacilitySchedule(Base):
+    """When a facility operates: a station offline outside these hours is not an incident.
+
+    ``windows`` is a list of ``{"days": [1..7] (ISO weekdays, Monday = 1), "start": "HH:MM",
+    "end": "HH:MM"}`` in ``timezone``; an ``end`` at or before ``start`` runs past midnight.
+    """
+
+    __tablename__ = "facility_schedules"
+
+    facility_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Ho_Chi_Minh")
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class StationSample(Base):
+    """Heartbeat history: at most one sample per station per ``bucket`` (``ops.history_step_s``).
+
+    Older samples are thinned to one per ``ops.history_coarse_step_s`` and removed after
+    ``ops.history_days`` (``server/ops/monitor.py``). Counters (``scans_today``,
+    ``mqtt_reconnects``) are the station's running totals: rates come from differences.
+    """
+
+    __tablename__ = "station_samples"
+    __table_args__ = (
+        UniqueConstraint("station_id", "bucket", name="uq_station_samples_bucket"),
+        Index("ix_station_samples_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    bucket: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column()
+    uptime_s: Mapped[float | None] = mapped_column(Float)
+    outbox_depth: Mapped[int | None] = mapped_column(Integer)
+    oldest_pending_age_s: Mapped[float | None] = mapped_column(Float)
+    scans_today: Mapped[int | None] = mapped_column(Integer)
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    load_avg: Mapped[float | None] = mapped_column(Float)
+    mem_available_mb: Mapped[float | None] = mapped_column(Float)
+    disk_free_mb: Mapped[float | None] = mapped_column(Float)
+    wifi_signal_dbm: Mapped[float | None] = mapped_column(Float)
+    mqtt_reconnects: Mapped[int | None] = mapped_column(Integer)
+    under_voltage: Mapped[bool | None] = mapped_column(Boolean)
+    throttled: Mapped[bool | None] = mapped_column(Boolean)
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
+
+
+class StationOpsState(Base):
+    """What the ops monitor derived for a station: its status and since when, and how many
+    records are missing from its sequence and since when."""
+
+    __tablename__ = "station_ops"
+
+    station_id: Mapped[str] = mapped_column(
+        ForeignKey("stations.station_id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status_since: Mapped[datetime] = mapped_column(default=utcnow)
+    gap_missing: Mapped[int] = mapped_column(BigInteger, default=0)
+    gap_since: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """An alert about a station: ``open`` -> ``acknowledged`` -> ``resolved``.
+
+    ``active_key`` (``<station>/<kind>``) is set while the alert is not resolved and unique, so a
+    condition has at most one live alert; it is cleared on resolution. ``resolved_by`` is null
+    when the condition cleared by itself.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'acknowledged', 'resolved')", name="ck_alert_state"),
+        CheckConstraint("severity IN ('warning', 'critical')", name="ck_alert_severity"),
+        Index("ix_alerts_station_opened", "station_id", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    active_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    opened_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime] = mapped_column()
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class OpsSetting(Base):
+    """An alert threshold changed in the admin UI, overriding the configuration file's value."""
+
+    __tablename__ = "ops_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class StationCommand(Base):
+    """A remote command: ``queued`` -> ``sent`` -> ``succeeded`` / ``failed``, or ``expired``.
+
+    Sent when the station is online (again after every new birth until answered); never sent
+    after ``expires_at``. ``result`` is the station's ``CommandResult.detail``.
+    """
+
+    __tablename__ = "station_commands"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('queued', 'sent', 'succeeded', 'failed', 'expired')",
+            name="ck_station_command_state",
+        ),
+        Index("ix_station_commands_station_created", "station_id", "created_at"),
+    )
+
+    command_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column()
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column()
+    send_count: Mapped[int] = mapped_column(Integer, default=0)
+    answered_at: Mapped[datetime | None] = mapped_column()
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class OutboundDelivery(Base):
+    """One outbound message (a webhook POST) and its delivery log: ``pending`` until a 2xx
+    answer (``delivered``) or ``max_attempts`` failures (``failed``)."""
+
+    __tablename__ = "outbound_deliveries"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'delivered', 'failed')", name="ck_outbound_delivery_state"
+        ),
+        Index("ix_outbound_deliveries_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(500))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column()

@@ -31,6 +31,7 @@ from server.config import ServerConfig
 from server.enrollment import EnrollmentService
 from server.errors import HttpError
 from server.metrics import IngestCollector, SharedCounters
+from server.ops.metrics import FleetCollector, HttpMetrics
 from server.web import (
     api_admin,
     api_auth,
@@ -39,6 +40,7 @@ from server.web import (
     api_lab,
     enrollment_pages,
     lab_pages,
+    ops,
     pages,
     public_pages,
     report_pages,
@@ -77,6 +79,7 @@ def create_app(
     config: ServerConfig | None = None,
     ingest_counters: SharedCounters | None = None,
     enrollment: EnrollmentService | None = None,
+    ops_runtime: Any = None,
 ) -> FastAPI:
     """Build the web app on ``engine``; with ``enrollment`` (broker
     admin and endpoint) it enrolls stations, without it the enrollment routes answer 404."""
@@ -93,7 +96,12 @@ def create_app(
     registry = CollectorRegistry(auto_describe=True)
     if ingest_counters is not None:
         registry.register(IngestCollector(ingest_counters))
+    registry.register(FleetCollector(engine, app.state.config))
+    HttpMetrics(registry).install(app)
     app.state.metrics_registry = registry
+    app.state.ops = ops_runtime  # server.ops.runtime.OpsRuntime: commands go out through it
+    if ops_runtime is not None:
+        app.state.ops_fleet_cache = ops_runtime.fleet_cache
     app.add_exception_handler(HttpError, http_error)
     app.include_router(api_auth.router)
     app.include_router(api_admin.router)
@@ -106,6 +114,8 @@ def create_app(
     app.include_router(public_pages.router)
     app.include_router(api_enrollment.router)
     app.include_router(enrollment_pages.router)
+    app.include_router(ops.api)
+    app.include_router(ops.pages)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -121,7 +131,8 @@ def create_app(
         responses={200: {"content": {"text/plain": {}}}},
     )
     def metrics(caller: Caller) -> Any:
-        """Prometheus metrics (ingest counters per worker). Needs ``station.read``."""
+        """Prometheus metrics: ingest counters per worker, the fleet (bounded per-station series,
+        per-facility and fleet totals), alerts, commands, webhooks, HTTP. Needs ``station.read``."""
         caller.require(Permission.STATION_READ)
         return Response(generate_latest(app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server.ops.i18n import TEXTS as OPS_TEXTS
+
 LANGS = ("vi", "en")
 LANG_COOKIE = "swabline_lang"
 
@@ -18,6 +20,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "nav.organisations": ("Đơn vị", "Organisations"),
     "nav.users": ("Người dùng", "Users"),
     "nav.search": ("Tra cứu", "Search"),
+    "nav.ops": ("Vận hành trạm", "Station ops"),
     "nav.logout": ("Đăng xuất", "Log out"),
     "nav.language": ("English", "Tiếng Việt"),
     "login.title": ("Đăng nhập", "Log in"),
@@ -94,6 +97,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "page.previous": ("Trang trước", "Previous"),
     "page.next": ("Trang sau", "Next"),
 }
+# The ops pages' texts live with the ops code (alerts and webhooks use them too): "ops.<key>".
+TEXTS.update({f"ops.{k}": (v["vi"], v["en"]) for k, v in OPS_TEXTS.items()})
 
 
 def translator(lang: str) -> Callable[..., str]:
