@@ -12,7 +12,7 @@ if ! "$PYTHON3" -c 'import ensurepip, venv' 2>/dev/null; then
   want+=("python3-venv")
 fi
 if [ "${1:-demo}" = test ]; then
-  want+=(libzbar0 chromium linux-libc-dev systemd udev)
+  want+=(libzbar0 chromium linux-libc-dev systemd udev mosquitto-clients)
   command -v gcc >/dev/null || want+=(gcc)
   if ! "$PYTHON3" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     want+=(python3-dev)

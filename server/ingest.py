@@ -77,6 +77,10 @@ class Message:
     topic: str
     payload: bytes
     received_at: datetime
+    mid: int = 0
+    """The MQTT packet id to acknowledge to the broker once committed (0: nothing to ack)."""
+    connection: int = 0
+    """Which broker connection delivered it (packet ids restart on every connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,7 +645,18 @@ class MqttIngest:
         self._known_stations: set[str] = set()
         self.connected = threading.Event()
         self.counters = counters or IngestCounters()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        # Backpressure: messages are acknowledged to the broker (PUBACK, paho's manual acks)
+        # only after their batch is committed, so the broker never has more than its in-flight
+        # window (max_inflight_messages in broker/mosquitto.conf) out to a worker; the rest waits
+        # in the broker. Without it a reconnect storm lands in the server's memory at network
+        # speed (measured: BENCHMARKS.md, the storm section).
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self._connection = 0
         client.username_pw_set(username, password)
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
@@ -729,6 +744,9 @@ class MqttIngest:
             self._client.publish(topic(station_id, StationTopic.SYNC), encode(sync), qos=1)
         for sid, n in stored.duplicates_by_station.items():
             log.info("%d duplicate record(s) from %s: already stored, acknowledged again", n, sid)
+        for m in batch:  # committed: the broker may forget them and send more
+            if m.mid and m.connection == self._connection:
+                self._client.ack(m.mid, 1)
         if self._on_stored is not None:
             self._on_stored(stored)
 
@@ -738,6 +756,7 @@ class MqttIngest:
         if rc.is_failure:
             log.error("broker refused the ingest connection: %s", rc)
             return
+        self._connection += 1  # acks for messages of an older connection are not sent
         client.subscribe(
             [
                 (subscription(StationTopic.RECORDS, shared_group=self._group), 1),
@@ -764,7 +783,10 @@ class MqttIngest:
         log.warning("ingest disconnected: %s", rc)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(Message(msg.topic, bytes(msg.payload), datetime.now(UTC)))
+        mid = msg.mid if msg.qos > 0 else 0
+        self._queue.put(
+            Message(msg.topic, bytes(msg.payload), datetime.now(UTC), mid, self._connection)
+        )
 
 
 def client_id(index: int) -> str:

@@ -133,6 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_lazy("swabline.demo:run"))
 
     p = sub.add_parser(
+        "simulate",
+        help="load a broker and server with many simulated stations",
+        description="Run N simulated stations (1 to 10,000+) from this process: bursts of "
+        "scans as queues arrive, pools, undos, disconnections and reconnect storms; each "
+        "station keeps its records until the server acknowledges them and resends after a "
+        "reconnect, as a real station does. Ends with sent, acknowledged, lost, duplicated "
+        "and scan-to-ack latency percentiles. See docs/sizing.md and BENCHMARKS.md.",
+    )
+    from swabline.sim.args import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(run=_lazy("swabline.sim.cli:run"))
+
+    p = sub.add_parser(
+        "emqx-users",
+        help="write station credentials as an EMQX user import file",
+        description="Hash 'username password' lines for EMQX's built-in database "
+        "(broker/emqx/emqx.conf; docs/broker-cluster.md).",
+    )
+    p.add_argument("--credentials", type=Path, required=True, help="'username password' lines")
+    p.add_argument("--out", type=Path, default=None, help="CSV file (mode 0600; default stdout)")
+    p.set_defaults(run=_lazy("swabline.emqx:run"))
+
+    p = sub.add_parser(
         "scanner",
         help="see what a scanner produces (replay a capture, listen live)",
         description="Tools for technicians: decode an evtest capture, or watch the configured "

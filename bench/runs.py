@@ -1,0 +1,139 @@
+"""The benchmark scenarios. Each returns the path of the JSON it wrote under bench/results/."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import fresh_postgres, raw_passthrough, run_simulate, write_results
+
+QUICK_SUFFIX = "-quick"
+SERVER_ARGS: list[str] = []
+"""Extra ``swabline simulate`` options for every run (``python -m bench --server-source``)."""
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _database(db: str) -> Iterator[list[str]]:
+    if db == "postgres":
+        with fresh_postgres() as url:
+            yield ["--database-url", url]
+    else:
+        yield []  # simulate --spawn uses SQLite in its workdir
+
+
+def _run(args: list[str], db: str) -> dict[str, Any]:
+    _say("swabline simulate --spawn " + " ".join(args))
+    with _database(db) as dbargs:
+        summary = run_simulate([*args, *SERVER_ARGS, *dbargs])
+    lat = summary["latency_s"]
+    _say(
+        f"  -> {summary['throughput_rps']:.0f} rec/s, p99 {lat['p99'] * 1000:.0f} ms, "
+        f"acked {summary['acknowledged']}/{summary['sent']}, lost "
+        f"{summary.get('database', {}).get('lost')}, drain {summary['drain_s']}"
+    )
+    return summary
+
+
+def _raw(quick: bool) -> dict[str, Any]:
+    _say("Mosquitto raw QoS 1 pass-through")
+    raw = raw_passthrough(messages=50_000 if quick else 200_000)
+    _say(f"  -> {raw['throughput_rps']:.0f} msg/s")
+    return raw
+
+
+def _name(base: str, quick: bool) -> str:
+    return base + (QUICK_SUFFIX if quick else "")
+
+
+def bench_raw(*, quick: bool, db: str) -> Path:
+    return write_results(_name("raw", quick), {"raw": _raw(quick), "runs": []})
+
+
+def bench_scale(*, quick: bool, db: str) -> Path:
+    """Throughput and p99 against the number of stations.
+
+    ``fixed``: the same offered load (records/s) spread over N stations: does the number of
+    connections cost anything? ``drain``: every station holds the same share of a fixed total
+    backlog and all connect at once: the most the server absorbs with N stations connected.
+    """
+    stations = [50, 200, 500] if quick else [100, 1000, 5000, 10000]
+    rate = 200 if quick else 1000
+    duration = 15 if quick else 90
+    total_backlog = 10_000 if quick else 100_000
+    raw = _raw(quick)
+    runs = []
+    for n in stations:
+        s = _run(["--stations", str(n), "--rate", str(rate), "--duration", str(duration)], db)
+        runs.append({"series": "fixed", "stations": n, "summary": s})
+    for n in stations:
+        per = max(1, total_backlog // n)
+        s = _run(["--stations", str(n), "--backlog", str(per)], db)
+        runs.append({"series": "drain", "stations": n, "summary": s})
+    return write_results(
+        _name("scale", quick),
+        {
+            "raw": raw,
+            "db": db,
+            "fixed_rate_rps": rate,
+            "duration_s": duration,
+            "drain_total_records": total_backlog,
+            "runs": runs,
+        },
+    )
+
+
+def bench_rates(*, quick: bool, db: str) -> Path:
+    """Throughput and p99 against the offered records per second, with a fixed fleet."""
+    stations = 200 if quick else 1000
+    rates = [100, 300, 1000] if quick else [250, 500, 1000, 2000, 4000]
+    duration = 15 if quick else 60
+    raw = _raw(quick)
+    runs = []
+    for r in rates:
+        s = _run(["--stations", str(stations), "--rate", str(r), "--duration", str(duration)], db)
+        runs.append({"series": "rate", "offered_rps": r, "summary": s})
+    return write_results(
+        _name("rates", quick),
+        {"raw": raw, "db": db, "stations": stations, "duration_s": duration, "runs": runs},
+    )
+
+
+def bench_workers(*, quick: bool, db: str) -> Path:
+    """1, 2 and 4 ingest workers in one MQTT 5 shared-subscription group, same backlog."""
+    stations = 200 if quick else 1000
+    per = 50 if quick else 100
+    raw = _raw(quick)
+    runs = []
+    for w in (1, 2, 4):
+        s = _run(
+            ["--stations", str(stations), "--backlog", str(per), "--ingest-workers", str(w)], db
+        )
+        runs.append({"series": "workers", "workers": w, "summary": s})
+    return write_results(
+        _name("workers", quick),
+        {"raw": raw, "db": db, "stations": stations, "backlog": per, "runs": runs},
+    )
+
+
+def bench_storm(*, quick: bool, db: str) -> Path:
+    """5,000 stations with 200 records each waiting reconnect at once."""
+    stations, per = (500, 20) if quick else (5000, 200)
+    raw = _raw(quick)
+    s = _run(["--stations", str(stations), "--backlog", str(per), "--drain-timeout", "3600"], db)
+    return write_results(
+        _name("storm", quick),
+        {
+            "raw": raw,
+            "db": db,
+            "stations": stations,
+            "backlog": per,
+            "runs": [{"series": "storm", "stations": stations, "summary": s}],
+        },
+    )
