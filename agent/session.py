@@ -188,6 +188,13 @@ class SamplingWorkflow:
                 return self._on_command(code, scan.text)
         raise TypeError(f"unexpected code {code!r}")  # pragma: no cover
 
+    def apply_setting(self, setting: Setting) -> Decision:
+        """A setting sent by ops (``set_setting`` command): the same ``setting`` record a
+        staff command card makes, applied from the next tube as the cards are."""
+        if setting.pool_size is None and setting.test_kind is None and setting.mode is None:
+            raise ValueError("nothing to set")
+        return Decision((_entry("setting", None, setting),), Signal.SAVED)
+
     def stored(self, records: Sequence[Record]) -> None:
         for record in records:
             self._apply(record)

@@ -83,6 +83,10 @@ class Driver:
 
     def scan(self, text: str, *, lossy: bool = False, rejected: str | None = None) -> Decision:
         decision = self.workflow.decide(Scan(text, "test", rejected=rejected, lossy=lossy))
+        return self.feed(decision)
+
+    def feed(self, decision: Decision) -> Decision:
+        """Store ``decision``'s entries as the station would, and tell the workflow."""
         stored = []
         for entry in decision.entries:
             model = DATA_MODELS[entry.kind]

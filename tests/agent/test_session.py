@@ -596,3 +596,24 @@ def test_an_undo_outlives_the_retest_window_of_the_person_it_took_back(d: Driver
     assert session == d.workflow.session()
     assert person_key(P1) not in session.recent_persons
     assert d.scan(P1).signal is Signal.SAVED  # not a retest: they were taken back
+
+
+def test_a_setting_from_ops_applies_from_the_next_tube_like_a_card(d: Driver) -> None:
+    from protocol.events import Setting
+
+    d.scan(tube(1))
+    decision = d.workflow.apply_setting(Setting(pool_size=5, test_kind="rapid_antigen"))
+    assert decision.signal is Signal.SAVED and d.kinds(decision) == ["setting"]
+    d.feed(decision)
+    assert d.workflow.session().tube.pool_size == 3  # type: ignore[union-attr]  # open tube kept
+    d.scan(P1)
+    d.scan(tube(2))
+    assert data(d, -1) == {
+        "tube": tube(2),
+        "mode": "pool",
+        "pool_size": 5,
+        "test_kind": "rapid_antigen",
+    }
+    assert_restores(d)
+    with pytest.raises(ValueError, match="nothing to set"):
+        d.workflow.apply_setting(Setting())
