@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from server.errors import ConfigError
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name this machine knows (e.g. ``Asia/Ho_Chi_Minh``)."""
 
 
 class _Section(BaseModel):
@@ -86,7 +98,7 @@ class OpsConfig(_Section):
     offline_after_intervals: float = Field(
         6.0, ge=1, le=1000, description="...and offline after this many (or on its death)."
     )
-    timezone: str = Field(
+    timezone: TimeZoneName = Field(
         "Asia/Ho_Chi_Minh", description="Time zone of facility schedules that name none."
     )
     evaluate_s: float = Field(
@@ -116,15 +128,6 @@ class OpsConfig(_Section):
     metrics_max_facilities: int = Field(
         200, ge=0, le=100_000, description="Facilities with their own series; the rest: 'other'."
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
 
 class EnrollmentConfig(_Section):
@@ -205,7 +208,7 @@ class NotifyConfig(_Section):
 
 
 class ReportsConfig(_Section):
-    timezone: str = Field(
+    timezone: TimeZoneName = Field(
         "Asia/Ho_Chi_Minh", description="Time zone of report days, weeks and months."
     )
     schedule: bool = Field(
@@ -215,15 +218,6 @@ class ReportsConfig(_Section):
         600, ge=10, le=86_400, description="How often the scheduler looks for missing files."
     )
     language: Literal["vi", "en"] = Field("vi", description="Language of scheduled files.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
 
 class LabConfig(_Section):
