@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -56,6 +57,10 @@ class BrokerError(RuntimeError):
     """Mosquitto or its dynamic security plugin is missing, or the broker did not start."""
 
 
+class _PortTakenError(BrokerError):
+    """Another process took a listener's port between its choice and Mosquitto's start."""
+
+
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
@@ -88,8 +93,35 @@ def dynsec_plugin(explicit: str | Path | None = None) -> str:
     )
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local end of outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nobody listens on now, for a server about to be started on ``host``.
+
+    Chosen outside the kernel's ephemeral range: between this call and the server's bind, any
+    outgoing connection on the machine (hundreds of simulated stations, say) takes its local
+    port from that range, and could otherwise take this one first.
+    """
+    ephemeral = _ephemeral_ports()
+    below = range(10000, ephemeral.start)
+    pool = below if len(below) >= 1000 else range(ephemeral.stop, 65536)
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.choice(pool)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything tried is taken: let the kernel choose
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -173,6 +205,7 @@ class Broker:
         self.dynsec_path = workdir / "dynamic-security.json"
         self.ca_file = workdir / "tls" / "ca.crt"
         self._plugin = plugin
+        self._ports_chosen = port is None and tls_port is None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def write_files(self) -> Path:
@@ -220,8 +253,24 @@ class Broker:
         self.dynsec_path.chmod(0o600)
 
     def start(self) -> Broker:
+        """Start Mosquitto and wait until both listeners accept connections.
+
+        When the ports were chosen here and one was taken in the meantime, start again on other
+        free ports (three tries).
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except _PortTakenError:
+                if not self._ports_chosen or attempt == 2:
+                    raise
+                self.port, self.tls_port = free_port(self.host), free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Broker:
         conf = self.write_files()
-        self._proc = subprocess.Popen(
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._proc = proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -229,9 +278,15 @@ class Broker:
         deadline = time.monotonic() + 10
         waiting = [self.port, self.tls_port]
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise BrokerError(f"mosquitto exited at start: {err or self.read_log()}")
+            if proc.poll() is not None:
+                self._proc = None
+                assert proc.stderr is not None
+                with proc.stderr:
+                    err = proc.stderr.read().decode(errors="replace")
+                said = (err + self.read_log()[log_start:]).strip()
+                if "Address already in use" in said:
+                    raise _PortTakenError(f"mosquitto could not listen: {said}")
+                raise BrokerError(f"mosquitto exited at start: {said}")
             try:
                 with socket.create_connection((self.host, waiting[0]), timeout=0.2):
                     waiting.pop(0)

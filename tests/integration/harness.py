@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from swabline.broker import SERVER_USER, Broker, free_port
+from tests.conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def small_disk(mountpoint: Path, size_kib: int) -> Iterator[Path]:
         problem = str(exc)
     if problem:
         message = f"disk-full tests mount a tmpfs: need root or passwordless sudo ({problem})"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     try:

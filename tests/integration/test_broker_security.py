@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import queue
 import socket
@@ -18,7 +19,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from server.broker_admin import CONTROL_TOPIC, RESPONSE_TOPIC
-from swabline.broker import DYNSEC_ENV, SERVER_USER, Broker, BrokerError, dynsec_plugin
+from swabline.broker import (
+    DYNSEC_ENV,
+    SERVER_USER,
+    Broker,
+    BrokerError,
+    dynsec_plugin,
+    free_port,
+)
 from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -276,3 +284,37 @@ def test_the_dynsec_plugin_is_found_or_named(
     with pytest.raises(BrokerError, match=r"nope\.so does not exist"):
         dynsec_plugin()
     assert dynsec_plugin(found) == found  # an explicit path wins over the environment
+
+
+def test_a_broker_whose_chosen_port_was_taken_meanwhile_starts_on_another(
+    tmp_path: Path,
+) -> None:
+    b = Broker(tmp_path / "b", users={SERVER_USER: "server-password"})
+    taken = b.port
+    with socket.socket() as squatter:  # another process got there between choice and start
+        squatter.bind((b.host, taken))
+        squatter.listen()
+        with b:
+            assert b.port != taken
+            assert connack(b, SERVER_USER, "server-password") == "Success"
+
+
+def test_a_port_asked_for_and_taken_is_an_error_that_says_so(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        b = Broker(tmp_path / "b", users={SERVER_USER: "x"}, port=port)
+        with pytest.raises(BrokerError, match="Address already in use"):
+            b.start()
+        gc.collect()  # a pipe left open would surface here as a ResourceWarning (an error)
+    assert b.pid is None
+
+
+def test_free_ports_stay_out_of_the_range_outgoing_connections_use() -> None:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(50)}
+    assert not any(low <= p <= high for p in ports)
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))  # and each one is free

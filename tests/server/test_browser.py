@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 from pyzbar.pyzbar import decode
 
+from swabline.broker import free_port
 from tests.server.conftest import PASSWORD, Env, build_env
 from tests.server.test_lab_web import sample
 
@@ -40,16 +40,10 @@ SHOTS = os.environ.get("SWABLINE_SCREENSHOTS")
 """Set to a folder to keep screenshots of every page the tests visit (for a look by eye)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LiveServer:
     def __init__(self, env: Env) -> None:
         self.env = env
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
