@@ -7,7 +7,7 @@ station's decoder makes of it. Lines look like::
 
     Event: time 1700000000.123456, type 1 (EV_KEY), code 30 (KEY_A), value 1
     Event: time 1700000000.123456, -------------- SYN_REPORT ------------
-    Event: time 1700000000.123456, -------------- SYN_DROPPED ------------
+    Event: time 1700000000.123456, >>>>>>>>>>>>>> SYN_DROPPED <<<<<<<<<<<<
 
 The header evtest prints first (device name, supported events) is skipped.
 """
@@ -25,8 +25,8 @@ from agent.ports import Scan, SourceSink
 
 _EVENT = re.compile(r"Event: time (\d+)\.(\d{1,6}), (.*)")
 _TYPED = re.compile(r"type (\d+) \([^)]*\), code (\d+) \([^)]*\), value (-?[0-9a-fA-F]+)")
-# evtest prints SYN events as "---- SYN_REPORT ----" (or "++++ SYN_MT_REPORT ++++"); some builds
-# mark SYN_DROPPED with ">>>> ... <<<<".
+# evtest prints SYN events as "---- SYN_REPORT ----", "++++ SYN_MT_REPORT ++++" and
+# ">>>> SYN_DROPPED <<<<"; the dashed form is accepted for every code (hand-edited captures).
 _SYN = re.compile(r"[-+>]+ (SYN_[A-Z_]+|\?) [-+<]+")
 _SYN_CODES = {"SYN_REPORT": 0, "SYN_CONFIG": 1, "SYN_MT_REPORT": 2, "SYN_DROPPED": 3}
 _EV_MSC, _MSC_RAW, _MSC_SCAN = 4, 3, 4  # evtest prints these values in hex

@@ -75,6 +75,14 @@ class Signal(enum.Enum):
     POOL_OPENED = "pool_opened"
     POOL_CLOSED = "pool_closed"
     POOL_FULL = "pool_full"
+    RETEST_POOL_FULL = "retest_pool_full"
+    """A person sampled here recently (``WARNING``) filled the pool, which closed itself
+    (``POOL_FULL``): both outcomes in one pattern."""
+    UNDONE = "undone"
+    """The undo card took the last scan back (stored as an undo record)."""
+    CARD_ACCEPTED = "card_accepted"
+    """A setting card (test kind, pool size, mode) or a staff badge was read and stored; also
+    played when ops change a setting remotely."""
     NO_OPEN_TUBE = "no_open_tube"
     IDENTIFY = "identify"
     SELF_TEST = "self_test"

@@ -151,11 +151,13 @@ class SamplingWorkflow:
       between them is a wrong pairing; undo the empty tube or add its person).
     - A person joins the open pool (``SAVED``; ``WARNING`` if sampled here within the retest
       window, still recorded). No open tube: ``NO_OPEN_TUBE``. Already in this pool:
-      ``DUPLICATE``. The pool closes itself when full (``POOL_FULL``; a single-sample tube closes
-      after its person with ``SAVED``).
-    - Cards: close (``POOL_CLOSED``; an empty pool is refused), undo (the last person of the last
-      tube, reopening it if needed; or an empty tube's opening), test kind, pool size, mode,
-      staff badge and rapid antigen results (``SAVED``). Settings apply from the next tube.
+      ``DUPLICATE``. The pool closes itself when full (``POOL_FULL``, or ``RETEST_POOL_FULL``
+      when that last person is a retest; a single-sample tube closes after its person with
+      ``SAVED``).
+    - Cards: close (``POOL_CLOSED``; an empty pool is refused), undo (``UNDONE``: the last
+      person of the last tube, reopening it if needed; or an empty tube's opening), test kind,
+      pool size, mode and staff badge (``CARD_ACCEPTED``; settings apply from the next tube),
+      rapid antigen results (``SAVED``).
     - A rapid antigen tube awaiting its result, scanned again, is selected (``POOL_OPENED``,
       nothing stored) so that the next scan, a result card, records its result.
     """
@@ -193,7 +195,7 @@ class SamplingWorkflow:
         staff command card makes, applied from the next tube as the cards are."""
         if setting.pool_size is None and setting.test_kind is None and setting.mode is None:
             raise ValueError("nothing to set")
-        return Decision((_entry("setting", None, setting),), Signal.SAVED)
+        return Decision((_entry("setting", None, setting),), Signal.CARD_ACCEPTED)
 
     def stored(self, records: Sequence[Record]) -> None:
         for record in records:
@@ -336,8 +338,8 @@ class SamplingWorkflow:
             reason = "single" if tube.mode == "single" else "full"
             closed = PoolClosed(tube=tube.tube, persons=position, reason=reason)
             entries.append(_entry("pool_closed", None, closed))
-            if reason == "full" and not retest:
-                signal = Signal.POOL_FULL
+            if reason == "full":
+                signal = Signal.RETEST_POOL_FULL if retest else Signal.POOL_FULL
         return Decision(entries=tuple(entries), signal=signal)
 
     def _on_command(self, card: CommandCode, text: str) -> Decision:
@@ -358,11 +360,11 @@ class SamplingWorkflow:
                     pool_size=card.pool_size,
                     mode="pool" if card.command == "pool_size" else card.mode,
                 )
-                return Decision((_entry("setting", text, setting),), Signal.SAVED)
+                return Decision((_entry("setting", text, setting),), Signal.CARD_ACCEPTED)
             case "sign_in":
                 assert card.staff_id is not None
                 sign_in = SignIn(staff_id=card.staff_id, staff_name=card.staff_name)
-                return Decision((_entry("sign_in", text, sign_in),), Signal.SAVED)
+                return Decision((_entry("sign_in", text, sign_in),), Signal.CARD_ACCEPTED)
             case "result":
                 assert card.result is not None
                 return self._result(card.result, text)
@@ -379,7 +381,7 @@ class SamplingWorkflow:
             undo = Undo(tube=tube.tube, undone_seq=seq, person_key=key)
         else:
             undo = Undo(tube=tube.tube, undone_seq=tube.seq)
-        return Decision((_entry("undo", text, undo),), Signal.SAVED)
+        return Decision((_entry("undo", text, undo),), Signal.UNDONE)
 
     def _result(self, value: ResultValue, text: str) -> Decision:
         s, tube = self._s, self._s.tube

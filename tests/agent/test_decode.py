@@ -243,3 +243,41 @@ PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7
 def test_any_printable_ascii_decodes_back_exactly(text: str, shift: int) -> None:
     scans = decode(events(text, shift=shift))
     assert [(s.text, s.rejected) for s in scans] == [(text, None)]
+
+
+# The US layout written out by hand from the key caps, independent of agent.decode.US_KEYMAP
+# (the round-trip tests above type with the decoder's own table, so they cannot catch a wrong
+# entry in it).
+US_KEY_CAPS = {
+    **{f"KEY_{c}": (c.lower(), c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+    **{f"KEY_{d}": (d, s) for d, s in zip("1234567890", "!@#$%^&*()", strict=True)},
+    "KEY_MINUS": ("-", "_"),
+    "KEY_EQUAL": ("=", "+"),
+    "KEY_LEFTBRACE": ("[", "{"),
+    "KEY_RIGHTBRACE": ("]", "}"),
+    "KEY_BACKSLASH": ("\\", "|"),
+    "KEY_SEMICOLON": (";", ":"),
+    "KEY_APOSTROPHE": ("'", '"'),
+    "KEY_GRAVE": ("`", "~"),
+    "KEY_COMMA": (",", "<"),
+    "KEY_DOT": (".", ">"),
+    "KEY_SLASH": ("/", "?"),
+    "KEY_SPACE": (" ", " "),
+}
+
+
+def test_every_key_cap_of_the_us_layout_decodes_to_its_characters() -> None:
+    for name, (plain, shifted) in US_KEY_CAPS.items():
+        code = ecodes.ecodes[name]
+        t = T0
+        evs = []
+        for shift in (False, True):
+            if shift:
+                evs += key(t, ecodes.KEY_LEFTSHIFT, 1)
+            evs += key(t + 0.001, code, 1) + key(t + 0.002, code, 0)
+            if shift:
+                evs += key(t + 0.003, ecodes.KEY_LEFTSHIFT, 0)
+            t += 0.004
+        evs += key(t, ecodes.KEY_ENTER, 1) + key(t + 0.001, ecodes.KEY_ENTER, 0)
+        (scan,) = decode(evs)
+        assert (scan.text, scan.rejected) == (plain + shifted, None), name

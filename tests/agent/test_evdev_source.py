@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from evdev import InputEvent, ecodes
 
+from agent.config import EvdevScannerConfig
 from agent.decode import EV_SYN, SYN_DROPPED, SYN_REPORT, type_text
 from agent.fakes import FakeInputBus
 from agent.hw.evdev_source import EvdevScanSource, find_input_devices
@@ -249,3 +250,30 @@ def test_find_input_devices_prefers_event_kbd_nodes(tmp_path: Path) -> None:
         str(tmp_path / "usb-Other-event-kbd")
     ]
     assert find_input_devices(str(tmp_path / "absent")) == []
+
+
+@pytest.mark.parametrize("poll_s", [EvdevScannerConfig.model_fields["poll_s"].default, 1.0])
+def test_a_replugged_scanner_is_back_within_two_seconds(
+    bus: FakeInputBus, run: list[Running], poll_s: float
+) -> None:
+    """With the default polling, and the slowest the configuration allows, the source looks
+    for a missing scanner often enough to have it back within 2 s of it being plugged in
+    (time here is the source's own monotonic clock, stepped by the test)."""
+    now = [1000.0]
+    bus.plug(KBD_A)
+    source = EvdevScanSource(
+        [KBD_A],
+        open_device=bus.open,
+        find_devices=bus.find,
+        poll_s=poll_s,
+        monotonic=lambda: now[0],
+    )
+    r = Running(source)
+    run.append(r)
+    assert r.next_state().present
+    bus.unplug(KBD_A)
+    assert not r.next_state().present
+    now[0] += 0.3  # the first look after the unplug finds nothing
+    bus.plug(KBD_A)  # plugged back in at "now"
+    now[0] += 2.0
+    assert r.next_state().present

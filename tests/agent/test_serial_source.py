@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -112,6 +113,16 @@ class Plug:
         assert self.port is not None
         self.port.write(data)
 
+    def wait_read(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the source has read everything typed (before pulling the cable)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.port is not None
+            if self.port.in_waiting == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
 
 @pytest.fixture
 def plug() -> Plug:
@@ -161,6 +172,7 @@ def test_missing_unplugged_and_back(plug: Plug, start: Starter) -> None:
     plug.connected = True
     assert take(running) == ScannerState(source=PORT, present=True, detail=PORT)
     plug.type("Nguyễn".encode())  # no CR/LF yet
+    assert plug.wait_read()  # the source has the bytes before the cable is pulled
     plug.connected = False
     cut = take(running)
     assert isinstance(cut, Scan) and cut.rejected == "scanner disconnected mid-scan"

@@ -220,15 +220,17 @@ def test_a_retest_within_the_window_warns_but_is_recorded(d: Driver) -> None:
     assert again.signal is Signal.SAVED and data(d)["retest"] is False
 
 
-def test_a_retest_that_fills_the_pool_still_warns(d: Driver) -> None:
+def test_a_retest_that_fills_the_pool_warns_and_says_the_pool_is_full(d: Driver) -> None:
     d.scan(tube(1))
     d.scan(P1)
     d.scan(tube(2))
     d.scan(P2)
     d.scan(P3)
     decision = d.scan(P1)
-    assert decision.signal is Signal.WARNING
+    # both outcomes are heard: "look at this person" and "this tube is closed now"
+    assert decision.signal is Signal.RETEST_POOL_FULL
     assert d.kinds(decision) == ["person_added", "pool_closed"]
+    assert d.scan(P4).signal is Signal.NO_OPEN_TUBE
 
 
 def test_the_retest_warning_can_be_turned_off() -> None:
@@ -300,7 +302,7 @@ def test_undo_takes_the_last_person_back_as_an_event(d: Driver) -> None:
     d.scan(P2)
     p2_seq = d.records[-1].seq
     decision = d.scan(UNDO)
-    assert decision.signal is Signal.SAVED
+    assert decision.signal is Signal.UNDONE
     assert data(d) == {"tube": tube(1), "undone_seq": p2_seq, "person_key": person_key(P2)}
     assert d.workflow.session().tube.persons == (person_key(P1),)  # type: ignore[union-attr]
     # history is never deleted: the person_added record is still there
@@ -372,7 +374,7 @@ def test_setting_cards_apply_from_the_next_tube(d: Driver) -> None:
     d.scan(tube(1))
     d.scan(P1)
     decision = d.scan("SWABLINE:CMD:POOL:5")
-    assert decision.signal is Signal.SAVED
+    assert decision.signal is Signal.CARD_ACCEPTED
     assert data(d) == {"pool_size": 5, "mode": "pool"}
     d.scan(P2)
     d.scan(P3)  # tube 1 keeps its size of 3
@@ -401,7 +403,7 @@ def test_setting_cards_apply_from_the_next_tube(d: Driver) -> None:
 
 def test_staff_sign_in_is_recorded_and_carried_by_later_entries(d: Driver) -> None:
     decision = d.scan(STAFF)
-    assert decision.signal is Signal.SAVED
+    assert decision.signal is Signal.CARD_ACCEPTED
     assert data(d) == {"staff_id": "nv-01", "staff_name": "Nguyễn Văn Tâm"}
     d.scan(tube(1))
     assert data(d)["staff_id"] == "nv-01"
@@ -603,7 +605,7 @@ def test_a_setting_from_ops_applies_from_the_next_tube_like_a_card(d: Driver) ->
 
     d.scan(tube(1))
     decision = d.workflow.apply_setting(Setting(pool_size=5, test_kind="rapid_antigen"))
-    assert decision.signal is Signal.SAVED and d.kinds(decision) == ["setting"]
+    assert decision.signal is Signal.CARD_ACCEPTED and d.kinds(decision) == ["setting"]
     d.feed(decision)
     assert d.workflow.session().tube.pool_size == 3  # type: ignore[union-attr]  # open tube kept
     d.scan(P1)

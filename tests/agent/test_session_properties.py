@@ -233,8 +233,13 @@ def _check_decision(text: str, lossy: bool, signal: Signal, new: list[Record]) -
         assert signal in (Signal.REJECTED, Signal.DUPLICATE, Signal.NO_OPEN_TUBE)
     else:
         assert signal not in (Signal.REJECTED, Signal.DUPLICATE, Signal.NO_OPEN_TUBE)
-    if signal is Signal.POOL_FULL:
+    if signal in (Signal.POOL_FULL, Signal.RETEST_POOL_FULL):
         assert kinds == ["person_added", "pool_closed"] and new[1].data["reason"] == "full"
+        assert new[0].data.get("retest", False) is (signal is Signal.RETEST_POOL_FULL)
+    if signal is Signal.UNDONE:
+        assert kinds == ["undo"]
+    if signal is Signal.CARD_ACCEPTED:
+        assert kinds in (["setting"], ["sign_in"])
     if signal is Signal.POOL_CLOSED:
         assert kinds == ["pool_closed"] and new[0].data["reason"] == "card"
     if signal is Signal.WARNING:

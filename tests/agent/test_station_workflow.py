@@ -107,7 +107,7 @@ def test_signals_in_order_and_every_decision_stored(rig: Rig) -> None:
         "SWABLINE:CMD:UNDO",
     )
     assert signals == [
-        Signal.SAVED,
+        Signal.CARD_ACCEPTED,
         Signal.POOL_OPENED,
         Signal.SAVED,
         Signal.SAVED,
@@ -119,7 +119,7 @@ def test_signals_in_order_and_every_decision_stored(rig: Rig) -> None:
         Signal.POOL_OPENED,
         Signal.SAVED,
         Signal.SAVED,
-        Signal.SAVED,
+        Signal.UNDONE,
     ]
     records = rig.outbox.pending()
     assert [r.kind for r in records] == [
