@@ -73,9 +73,12 @@ def list_organisations(
     scope = caller.require(Permission.ORG_READ)
     stmt = select(Organisation).where(Organisation.id.in_(scope.org_ids()))
     if q:
-        like = f"%{q.lower()}%"
+        needle = q.lower()
         stmt = stmt.where(
-            or_(func.lower(Organisation.code).like(like), func.lower(Organisation.name).like(like))
+            or_(
+                func.lower(Organisation.code).contains(needle, autoescape=True),
+                func.lower(Organisation.name).contains(needle, autoescape=True),
+            )
         )
     if kind is not None:
         stmt = stmt.where(Organisation.kind == kind.value)

@@ -82,7 +82,9 @@ def dashboard(request: Request, caller: PageCaller, db: Db) -> Response:
     _locale(request, db, caller.user_id)
     stations = api_admin.list_stations(caller, db) if caller.can(Permission.STATION_READ) else []
     records = api_data.api_records(caller, db, limit=30) if caller.can(Permission.DATA_READ) else []
-    facilities = dict(db.execute(select(Organisation.id, Organisation.name)).all())
+    shown = {s.facility_id for s in stations if s.facility_id is not None}
+    names = select(Organisation.id, Organisation.name).where(Organisation.id.in_(shown))
+    facilities = {org_id: name for org_id, name in db.execute(names)}
     rejected = None
     if caller.scope(Permission.STATION_READ).includes_unassigned:
         rejected = db.scalar(select(func.count()).select_from(RejectedMessage)) or 0

@@ -299,6 +299,12 @@ async def test_organisations_keep_the_tree_rules(env: Env, admin: httpx.AsyncCli
         assert (await staff.get("/api/tubes")).status_code == 403
     listed = (await admin.get("/api/organisations", params={"kind": "district"})).json()
     assert [o["code"] for o in listed["items"]] == ["HN-BD", "HN-CG"]
+    found = (await admin.get("/api/organisations", params={"q": "hn-c"})).json()
+    assert [o["code"] for o in found["items"]] == ["HN-CG", "HN-CG-TYT"]
+    # % and _ are searched for as themselves, not as wildcards
+    for q in ("%", "_", "HN_BD"):
+        none = (await admin.get("/api/organisations", params={"q": q})).json()
+        assert none["items"] == [], q
 
 
 async def test_stations_are_registered_claimed_and_moved(
