@@ -43,6 +43,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -280,7 +281,7 @@ class Person(Base):
     birth_date: Mapped[str | None] = mapped_column(String(10))
     sex: Mapped[str | None] = mapped_column(String(8))
     address: Mapped[str | None] = mapped_column(String(300))
-    document_number: Mapped[str | None] = mapped_column(String(32))
+    document_number: Mapped[str | None] = mapped_column(String(32), index=True)
     old_id: Mapped[str | None] = mapped_column(String(16))
     issue_date: Mapped[str | None] = mapped_column(String(10))
     ext: Mapped[str | None] = mapped_column(Text)
@@ -408,6 +409,14 @@ class Result(Base):
     __table_args__ = (
         CheckConstraint("value IN ('positive', 'negative', 'invalid')", name="ck_result_value"),
         CheckConstraint("source IN ('station', 'lab', 'import')", name="ck_result_source"),
+        # At most one current result per tube, whatever races the writers run.
+        Index(
+            "uq_results_current_tube",
+            "tube_id",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+            sqlite_where=text("superseded_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

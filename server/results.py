@@ -38,7 +38,7 @@ from server.models import (
 )
 from server.notify import enqueue
 from server.result_csv import ParsedFile, RowStatus
-from server.samples import add_result, current_result
+from server.samples import add_result, current_result, lock_tube, lock_tubes
 from server.signing import SlipRef, SlipSigner
 
 VALUES = ("positive", "negative", "invalid")
@@ -130,6 +130,7 @@ def enter_result(
         raise BadRequestError(f"result must be one of {', '.join(VALUES)}")
     scope = principal.require(Permission.RESULT_WRITE)
     tube = find_tube(session, scope, tube_code)
+    lock_tube(session, tube.id)  # two entries for one tube at once: the second sees the first
     current = current_result(session, tube.id)
     persons = len(members(session, tube.id))
     reason = (reason or "").strip() or None
@@ -297,9 +298,13 @@ class ImportOutcome:
     tubes: list[str] = field(default_factory=list)
 
 
-def check_rows(session: Session, scope: Scope, parsed: ParsedFile) -> dict[str, Tube]:
+def check_rows(
+    session: Session, scope: Scope, parsed: ParsedFile, *, lock: bool = False
+) -> dict[str, Tube]:
     """Judge the rows that read well against the database: unknown tubes, and tubes whose
-    current result differs (a correction is one tube at a time, with a reason)."""
+    current result differs (a correction is one tube at a time, with a reason). With ``lock``,
+    the tubes are locked (``lock_tubes``) before their results are read, until the
+    transaction ends: what was checked is what gets applied."""
     codes = sorted({r.tube for r in parsed.rows if r.status is RowStatus.NEW})
     tubes: dict[str, Tube] = {}
     for i in range(0, len(codes), 500):
@@ -312,6 +317,8 @@ def check_rows(session: Session, scope: Scope, parsed: ParsedFile) -> dict[str, 
             tubes[tube.code] = tube
     current: dict[int, Result] = {}
     ids = [t.id for t in tubes.values()]
+    if lock:
+        lock_tubes(session, ids)
     for i in range(0, len(ids), 500):
         for r in session.scalars(
             select(Result).where(
@@ -361,7 +368,7 @@ def import_results(
     record its results, all in ``session``'s one transaction. A file with any error applies
     nothing; its report is kept all the same (``result_imports``) when ``apply`` was asked."""
     scope = principal.require(Permission.RESULT_WRITE)
-    tubes = check_rows(session, scope, parsed) if not parsed.errors else {}
+    tubes = check_rows(session, scope, parsed, lock=apply) if not parsed.errors else {}
     new = [r for r in parsed.rows if r.status is RowStatus.NEW]
     outcome = ImportOutcome(
         applied=False,

@@ -7,6 +7,7 @@ in; its ``result`` is the current (not superseded) row of ``results``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,39 @@ def record_event(
     return event
 
 
+def lock_tube(session: Session, tube_id: int) -> None:
+    """Make writers of one tube's results take turns, until the transaction ends.
+
+    PostgreSQL locks the tube's row. SQLite has one writer at a time: a write now takes the
+    database's write lock before the current result is read (a read first would see a state
+    another writer may change before this one writes). The unique index
+    ``uq_results_current_tube`` refuses a second current result should anything slip past.
+    """
+    lock_tubes(session, [tube_id])
+
+
+def lock_tubes(session: Session, tube_ids: Sequence[int]) -> None:
+    """``lock_tube`` for many tubes, in id order (two writers never wait for each other)."""
+    ids = sorted(set(tube_ids))
+    if not ids:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(
+            update(Tube)
+            .where(Tube.id == ids[0])
+            .values(updated_at=Tube.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        return
+    for i in range(0, len(ids), 1000):
+        session.execute(
+            select(Tube.id)
+            .where(Tube.id.in_(ids[i : i + 1000]))
+            .order_by(Tube.id)
+            .with_for_update()
+        )
+
+
 def current_result(session: Session, tube_id: int) -> Result | None:
     return session.scalars(
         select(Result)
@@ -94,6 +128,7 @@ def add_result(
     A correction (there is a current result) should carry ``correction_reason``.
     """
     now = datetime.now(UTC)
+    lock_tube(session, tube_id)
     current = current_result(session, tube_id)
     result = Result(
         tube_id=tube_id,

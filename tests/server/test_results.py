@@ -4,13 +4,15 @@ recall lists of positive pools, and the notifications queued for every person in
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from server.access import Permission
@@ -382,3 +384,100 @@ def test_persons_whose_records_arrive_after_the_result_are_notified_too(world: W
     )
     with Session(world.engine) as s, s.begin():
         assert sweep_notifications(s, CTX, since=since) == 1
+
+
+def test_a_tube_never_has_two_current_results(world: World) -> None:
+    """The partial unique index refuses a second current result, whatever wrote it."""
+    from sqlalchemy.exc import IntegrityError
+
+    world.sample("st-1", "KG-RG-000061", PEOPLE[:1])
+    received(world, "KG-RG-000061")
+    with Session(world.engine) as s, s.begin():
+        enter_result(s, world.lab_staff, CTX, tube_code="KG-RG-000061", value="negative")
+    tube_id = world.tube("KG-RG-000061").id
+    now = datetime.now(UTC)
+    with Session(world.engine) as s, pytest.raises(IntegrityError), s.begin():
+        s.add(Result(tube_id=tube_id, value="positive", source="lab", reported_at=now))
+        s.flush()
+    with Session(world.engine) as s, s.begin():  # history rows are not limited
+        s.add(
+            Result(
+                tube_id=tube_id, value="positive", source="lab", reported_at=now, superseded_at=now
+            )
+        )
+    assert results_of(world.engine, "KG-RG-000061") == [
+        ("negative", None, None),
+        ("positive", None, "superseded"),
+    ]
+
+
+@pytest.fixture
+def pg_world(postgres_url: str) -> Iterator[World]:
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    yield build_world(engine)
+    engine.dispose()
+
+
+def waiting_for_locks(engine: Engine, n: int) -> None:
+    """Return once ``n`` other connections of this database wait for a row lock."""
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    while datetime.now(UTC) < deadline:
+        with engine.connect() as conn:
+            waiting = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting == n:
+            return
+        threading.Event().wait(0.02)
+    raise AssertionError(f"{n} writers never waited for the tube's lock")
+
+
+def test_concurrent_entries_for_one_tube_wait_for_each_other_on_postgresql(
+    pg_world: World,
+) -> None:
+    """Lab staff A is saving a result; B (another scan) and a CSV import arrive for the same
+    tube before A commits. Each waits for A, then sees A's result: B's different value needs a
+    reason, the import reports the tube as already resulted. One current result, no silent
+    overwrite."""
+    world = pg_world
+    world.sample("st-1", "KG-RG-000071", PEOPLE[:2])
+    received(world, "KG-RG-000071")
+    first = Session(world.engine)
+    first.begin()
+    enter_result(first, world.lab_staff, CTX, tube_code="KG-RG-000071", value="negative")
+
+    def second_entry() -> Any:
+        with Session(world.engine) as s, s.begin():
+            return enter_result(s, world.lab_staff, CTX, tube_code="KG-RG-000071", value="positive")
+
+    def an_import() -> Any:
+        return do_import(world, b"tube,result\nKG-RG-000071,positive\n")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        entry = pool.submit(second_entry)
+        imported = pool.submit(an_import)
+        try:
+            waiting_for_locks(world.engine, 2)
+            assert not entry.done() and not imported.done()
+        finally:
+            first.commit()
+            first.close()
+        with pytest.raises(BadRequestError, match="needs a reason"):
+            entry.result(timeout=60)
+        rows, applied = imported.result(timeout=60)
+    assert applied is False
+    assert rows == [
+        (
+            2,
+            "error",
+            [
+                "tube KG-RG-000071 already has the result negative: correct it on the tube's "
+                "page, with a reason"
+            ],
+        )
+    ]
+    assert results_of(world.engine, "KG-RG-000071") == [("negative", None, None)]
