@@ -293,6 +293,7 @@ def _run_station(config: StationConfig, prepared: Prepared, logs: RingLogHandler
             clock=clock,
             heartbeat_s=config.mqtt.heartbeat_s,
             resend_after_s=config.mqtt.resend_after_s,
+            resend_max_s=config.mqtt.resend_max_s,
             history=outbox,
             drain_per_s=config.mqtt.drain_per_s,
             max_unacked=config.mqtt.max_unacked,

@@ -5,6 +5,18 @@ from __future__ import annotations
 import random
 
 
+def jittered_delay(min_s: float, max_s: float, n: int, rng: random.Random) -> float:
+    """A random wait between ``min_s`` and ``min(max_s, min_s * 2**n)``.
+
+    Exponential growth with the jitter spread over the whole window (so that stations that
+    failed at the same moment do not retry in step), capped at ``max_s``. Used for reconnects
+    (``Backoff``) and for resending a record the server has not acknowledged
+    (``agent.station``).
+    """
+    ceiling = min(max_s, min_s * 2.0 ** min(n, 62))
+    return rng.uniform(min_s, ceiling)
+
+
 class Backoff:
     """Exponential backoff with jitter and a cap.
 
@@ -23,9 +35,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt; counts one more failure."""
-        ceiling = min(self.max_s, self.min_s * 2.0 ** min(self.failures + 1, 62))
         self.failures += 1
-        return self._rng.uniform(self.min_s, ceiling)
+        return jittered_delay(self.min_s, self.max_s, self.failures, self._rng)
 
     def reset(self) -> None:
         self.failures = 0

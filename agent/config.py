@@ -49,7 +49,17 @@ class MqttConfig(_Section):
     )
     heartbeat_s: float = Field(10.0, ge=1, le=3600, description="Seconds between heartbeats.")
     resend_after_s: float = Field(
-        30.0, ge=1, le=3600, description="Resend a record not acknowledged after this long."
+        30.0,
+        ge=1,
+        le=3600,
+        description="Resend a record not acknowledged after this long, if no acknowledgement "
+        "at all came meanwhile or a later record was acknowledged.",
+    )
+    resend_max_s: float = Field(
+        300.0,
+        ge=1,
+        le=24 * 3600,
+        description="Cap of a record's resend interval, which doubles (jittered) per resend.",
     )
     reconnect_min_s: float = Field(
         1.0, gt=0, le=600, description="Shortest wait before reconnecting to the broker."
@@ -71,6 +81,8 @@ class MqttConfig(_Section):
     def _reconnect_window(self) -> MqttConfig:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.resend_after_s > self.resend_max_s:
+            raise ValueError("resend_after_s must not exceed resend_max_s")
         return self
 
 

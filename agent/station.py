@@ -8,8 +8,15 @@ Delivery (see ``docs/durability.md``): a scan is signalled ``SAVED`` only once i
 synced to disk by the outbox. While connected, records are published with QoS 1 in sequence
 order, pipelined, at most ``drain_per_s`` per second and at most ``max_unacked`` waiting for the
 server's acknowledgement; a record leaves the outbox only on that acknowledgement. After a
-reconnect everything unacknowledged is sent again from the start; a record not acknowledged
-after ``resend_after_s`` is sent again on the same connection.
+reconnect everything unacknowledged is sent again from the start, at once.
+
+On the same connection a record is sent again only when the server seems to have lost it: it
+waited its resend interval, and either no acknowledgement at all arrived for
+``resend_after_s`` (the server is gone or stuck), or the server acknowledged a record sent
+after it (it has moved past it: the broker dropped it). Acknowledgements still flowing in order
+mean the server is alive and draining a backlog, and nothing is offered to it twice. A record's
+resend interval starts at ``resend_after_s`` and grows with each resend (exponential, jittered,
+capped at ``resend_max_s``; ``agent.backoff.jittered_delay``).
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ from __future__ import annotations
 import heapq
 import logging
 import queue
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.backoff import TokenBucket
+from agent.backoff import TokenBucket, jittered_delay
 from agent.errors import OutboxError, OutboxFullError, OutboxNotReadyError
 from agent.identity import uuid7
 from agent.ports import (
@@ -61,6 +70,19 @@ _RESEND_CHECK_NS = 1_000_000_000
 _MAX_PUBLISH_BATCH = 500
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A record published on this connection and not acknowledged yet."""
+
+    seq: int
+    order: int
+    """Counts publishes on this connection: which of two records went out first."""
+    sends: int
+    """How many times it was published on this connection (its resend backoff)."""
+    due_ns: int
+    """When it may be sent again if the server seems to have lost it."""
+
+
 class RecordEveryScan:
     """The simplest workflow: every accepted scan is stored as a ``scan`` record."""
 
@@ -93,9 +115,12 @@ class Station:
         clock: time.
         on_tick: called about every ``tick_s`` on the station thread (e.g. the watchdog).
         heartbeat_s: how often a heartbeat is sent while connected.
-        resend_after_s: a record published but not acknowledged after this long is sent again
-            (the broker drops messages nobody was subscribed to; the server may have died
-            before committing).
+        resend_after_s: a record published but not acknowledged after this long may be sent
+            again (the broker drops messages nobody was subscribed to; the server may have died
+            before committing): when no acknowledgement at all arrived for this long, or when
+            a record sent after it was acknowledged. Never while acknowledgements flow in order.
+        resend_max_s: the cap of a record's resend interval, which doubles (jittered) with each
+            resend; never below ``resend_after_s``.
         history: where copies of the records the workflow needs after a restart are kept
             (``Workflow.retain``), since acknowledged records leave the outbox. Without it the
             workflow is restored from unacknowledged records only.
@@ -105,6 +130,7 @@ class Station:
         acked_retention_s: acknowledged records are purged from the outbox after this long.
         purge_every_s: how often the purge runs.
         ops: heartbeat telemetry and remote commands (``agent.ops``); optional.
+        rng: randomness of the resend jitter (tests pass their own).
     """
 
     def __init__(
@@ -122,12 +148,14 @@ class Station:
         tick_s: float = 1.0,
         heartbeat_s: float = 10.0,
         resend_after_s: float = 30.0,
+        resend_max_s: float = 300.0,
         history: SessionHistory | None = None,
         drain_per_s: float = 200.0,
         max_unacked: int = 1000,
         acked_retention_s: float = 24 * 3600.0,
         purge_every_s: float = 60.0,
         ops: StationOps | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.station_id = station_id
         self.boot_id = boot_id
@@ -140,7 +168,10 @@ class Station:
         self._on_tick = on_tick
         self._tick_s = tick_s
         self._heartbeat_ns = int(heartbeat_s * 1e9)
+        self._resend_s = resend_after_s
+        self._resend_max_s = max(resend_max_s, resend_after_s)
         self._resend_ns = int(resend_after_s * 1e9)
+        self._rng = rng or random.Random()
         self._max_unacked = max_unacked
         self._retention_s = acked_retention_s
         self._purge_ns = int(purge_every_s * 1e9)
@@ -149,13 +180,16 @@ class Station:
         self._started_ns = now
         self._bucket = TokenBucket(drain_per_s, max(1.0, drain_per_s / 10), now)
         self._last_heartbeat_ns: int | None = None
-        self._sent_ns: dict[str, int] = {}  # record id -> when last published, this connection
         self._history = history
         self._remembered = 0  # records remembered since the history was last pruned
         self._last_resend_check_ns = now
         self._last_purge_ns: int | None = None
-        # Records published on this connection and not acknowledged: id -> (seq, when sent).
-        self._unacked: dict[str, tuple[int, int]] = {}
+        # Records published on this connection and not acknowledged.
+        self._unacked: dict[str, _Sent] = {}
+        self._resending: dict[str, int] = {}  # record id -> sends so far, while it waits again
+        self._order = 0  # publishes on this connection
+        self._acked_order = 0  # the latest-sent record acknowledged on this connection
+        self._last_ack_ns = now  # an acknowledgement, or the start of the connection
         self._cursor = 0  # highest seq handed to the uplink on this connection, in order
         self._more = True  # records above the cursor may be waiting
         self._last_saved: str | None = None
@@ -372,12 +406,20 @@ class Station:
 
     def _restart_sending(self) -> None:
         self._unacked.clear()
+        self._resending.clear()
+        self._order = self._acked_order = 0
+        self._last_ack_ns = self._clock.monotonic_ns()
         self._cursor = 0
         self._more = True
 
     def _send(self, record: Record, now: int) -> None:
         self._uplink.publish_record(record)
-        self._unacked[record.record_id] = (record.seq, now)
+        sends = self._resending.pop(record.record_id, 0) + 1
+        interval = jittered_delay(self._resend_s, self._resend_max_s, sends, self._rng)
+        self._order += 1
+        self._unacked[record.record_id] = _Sent(
+            record.seq, self._order, sends, now + int(interval * 1e9)
+        )
 
     def _sending(self) -> bool:
         return (
@@ -413,18 +455,24 @@ class Station:
         self._bucket.take(sent, now)
 
     def _resend_overdue(self, now: int) -> None:
+        """Send again what the server seems to have lost (see the module's docstring)."""
+        silent = now - self._last_ack_ns >= self._resend_ns
         overdue = [
-            (seq, rid)
-            for rid, (seq, sent) in self._unacked.items()
-            if now - sent >= self._resend_ns
+            (sent.seq, rid)
+            for rid, sent in self._unacked.items()
+            if now >= sent.due_ns and (silent or sent.order < self._acked_order)
         ]
         if not overdue:
             return
         for _, rid in overdue:
-            del self._unacked[rid]
+            self._resending[rid] = self._unacked.pop(rid).sends
         self._cursor = min(self._cursor, min(seq for seq, _ in overdue) - 1)
         self._more = True
-        log.info("sending %d record(s) again: no acknowledgement in time", len(overdue))
+        log.info(
+            "sending %d record(s) again: %s",
+            len(overdue),
+            "no acknowledgement in time" if silent else "the server acknowledged later records",
+        )
 
     def _on_acked(self, ids: Sequence[str]) -> None:
         try:
@@ -433,8 +481,12 @@ class Station:
             # The records stay pending: they are sent again and acknowledged again.
             log.warning("acknowledgement not recorded: %s", exc)
             done = []
+        self._last_ack_ns = self._clock.monotonic_ns()  # the server is alive
         for rid in ids:
-            self._unacked.pop(rid, None)
+            sent = self._unacked.pop(rid, None)
+            if sent is not None:
+                self._acked_order = max(self._acked_order, sent.order)
+            self._resending.pop(rid, None)
         if done:
             self.confirmed += len(done)
             if self._last_saved is not None and self._last_saved in done:

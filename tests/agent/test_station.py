@@ -93,11 +93,11 @@ def test_unacknowledged_records_are_resent_after_the_timeout(
     station.handle(Scan(text="B-1", source="test"))
     station.tick()
     assert [r.code for r in uplink.published] == ["B-1"]
-    clock.advance(31)
+    clock.advance(61)  # the first resend waits 30 to 60 s (jittered)
     station.tick()
     assert [r.code for r in uplink.published] == ["B-1", "B-1"]
     uplink.ack([uplink.published[0].record_id])
-    clock.advance(31)
+    clock.advance(121)
     station.tick()
     assert len(uplink.published) == 2
 
