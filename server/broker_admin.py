@@ -5,6 +5,13 @@ Every station is one dynsec *client* (username = station id) holding one *role* 
 dynsec does not substitute ``%u`` in ACL topics, so a shared role with patterns would not
 work; literal per-station roles also make the rules readable with ``getRole``.)
 
+Each station's client is also bound to one MQTT client id, its station id (dynsec's
+``clientid``, honoured by Mosquitto 2.0.11): the broker refuses the station's credentials with
+any other client id. Without it, a station could connect with another station's client id (or
+an ingest worker's) and the broker would close that other session: one stolen Pi could keep a
+site offline. Station ids never start with ``swabline-``, so no station can take the server's,
+the ingest workers' or the admin's client ids either.
+
 The server changes credentials by publishing commands on ``$CONTROL/dynamic-security/v1`` as
 a dedicated broker-admin user whose only rights are that control topic (it cannot read or write
 station traffic). Changes take effect at once, without restarting the broker, and Mosquitto
@@ -56,6 +63,36 @@ _PBKDF2_ITERATIONS = 101  # what mosquitto_ctrl and mosquitto_passwd write; a ra
 
 def station_role(station_id: str) -> str:
     return f"station-{check_station_id(station_id)}"
+
+
+def station_client(station_id: str, password: str) -> dict[str, Any]:
+    """A station's dynsec client as the configuration file holds it: bound to its role and to
+    the client id the agent uses (its station id)."""
+    return {
+        "username": station_id,
+        "clientid": station_id,
+        **hashed_password(password),
+        "roles": [{"rolename": station_role(station_id)}],
+    }
+
+
+def bind_station_client_ids(data: dict[str, Any]) -> list[str]:
+    """Bind every station client of a dynsec file (``data``, changed in place) that is not
+    bound yet to its station id as client id; returns the station ids bound.
+
+    For files written before the binding existed: a station client is one holding its own
+    ``station-<username>`` role.
+    """
+    bound = []
+    for client in data.get("clients", []):
+        username = client.get("username", "")
+        if client.get("clientid") or username.startswith(RESERVED_PREFIX):
+            continue
+        roles = {r.get("rolename") for r in client.get("roles", [])}
+        if f"station-{username}" in roles:
+            client["clientid"] = username
+            bound.append(username)
+    return bound
 
 
 def station_acls(station_id: str) -> list[dict[str, Any]]:
@@ -129,11 +166,8 @@ def initial_config(
     ]
     for station_id, password in (stations or {}).items():
         check_enrollable(station_id)
-        role = station_role(station_id)
-        clients.append(
-            {"username": station_id, **hashed_password(password), "roles": [{"rolename": role}]}
-        )
-        roles.append({"rolename": role, "acls": station_acls(station_id)})
+        clients.append(station_client(station_id, password))
+        roles.append({"rolename": station_role(station_id), "acls": station_acls(station_id)})
     return {
         "clients": clients,
         "groups": [],
@@ -276,7 +310,8 @@ class DynsecBrokerAdmin:
     def put_station(self, station_id: str, password: str) -> None:
         """Create the station's client and role, or give an existing one a new password.
 
-        A new password disconnects a session still using the old one at once.
+        Either way the client is bound to the client id ``station_id``. A new password
+        disconnects a session still using the old one at once.
         """
         check_enrollable(station_id)
         role = station_role(station_id)
@@ -288,6 +323,7 @@ class DynsecBrokerAdmin:
         if existing is not None:
             commands: list[dict[str, Any]] = [
                 {"command": "setClientPassword", "username": station_id, "password": password},
+                {"command": "setClientId", "username": station_id, "clientid": station_id},
                 {"command": "enableClient", "username": station_id},
             ]
             if role not in {r.get("rolename") for r in existing.get("roles", [])}:
@@ -300,6 +336,7 @@ class DynsecBrokerAdmin:
                 {
                     "command": "createClient",
                     "username": station_id,
+                    "clientid": station_id,
                     "password": password,
                     "roles": [{"rolename": role}],
                 }

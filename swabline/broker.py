@@ -30,9 +30,11 @@ from server.broker_admin import (
     DEFAULT_SERVER_USER,
     SERVER_ROLE,
     DynsecBrokerAdmin,
+    bind_station_client_ids,
     hashed_password,
     initial_config,
     station_acls,
+    station_client,
     station_role,
 )
 from swabline.tls import CertPair, issue_server_cert, make_ca
@@ -236,13 +238,18 @@ class Broker:
 
     def _write_dynsec(self) -> None:
         """The plugin's file: made from ``users`` at first start; afterwards the plugin owns it
-        (it saves every change), so stations enrolled meanwhile survive a restart."""
+        (it saves every change), so stations enrolled meanwhile survive a restart. The users
+        given here get the passwords given here, on every start: a file kept from an earlier
+        run never holds passwords its users no longer know."""
         stations = {u: p for u, p in self.users.items() if u != SERVER_USER}
         if self.dynsec_path.exists():
             data: dict[str, Any] = json.loads(self.dynsec_path.read_text())
             for client in data["clients"]:
                 if client["username"] == ADMIN_USER:
                     client.update(hashed_password(self.admin_password))
+            for username, password in self.users.items():
+                _set_user(data, username, password)
+            bind_station_client_ids(data)
         else:
             data = initial_config(
                 server_password=self.users[SERVER_USER],
@@ -336,17 +343,7 @@ class Broker:
         if not self.dynsec_path.exists():
             return  # written from self.users at start
         data = json.loads(self.dynsec_path.read_text())
-        data["clients"] = [c for c in data["clients"] if c["username"] != username]
-        if username != SERVER_USER:
-            role = station_role(username)
-            data["roles"] = [r for r in data["roles"] if r["rolename"] != role]
-        if password is not None:
-            role = SERVER_ROLE if username == SERVER_USER else station_role(username)
-            data["clients"].append(
-                {"username": username, **hashed_password(password), "roles": [{"rolename": role}]}
-            )
-            if username != SERVER_USER:
-                data["roles"].append({"rolename": role, "acls": station_acls(username)})
+        _set_user(data, username, password)
         self.dynsec_path.write_text(json.dumps(data, indent=1))
 
     def reload(self) -> None:
@@ -392,3 +389,22 @@ class Broker:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _set_user(data: dict[str, Any], username: str, password: str | None) -> None:
+    """Put ``username`` in a dynsec file's ``data`` with ``password``, or remove it (None)."""
+    data["clients"] = [c for c in data["clients"] if c["username"] != username]
+    if username != SERVER_USER:
+        role = station_role(username)
+        data["roles"] = [r for r in data["roles"] if r["rolename"] != role]
+    if password is not None and username == SERVER_USER:
+        data["clients"].append(
+            {
+                "username": username,
+                **hashed_password(password),
+                "roles": [{"rolename": SERVER_ROLE}],
+            }
+        )
+    elif password is not None:
+        data["clients"].append(station_client(username, password))
+        data["roles"].append({"rolename": station_role(username), "acls": station_acls(username)})

@@ -5,7 +5,9 @@ launcher and the tests use): a TLS listener for stations, a loopback listener fo
 the dynamic security plugin. If the dynamic security file does not exist yet, it is created with
 the server's user and the broker admin's user, with random passwords written to
 ``<secrets-dir>/server-mqtt-password`` and ``<secrets-dir>/broker-admin-password`` (0600). An
-existing dynamic security file is never overwritten: it holds every enrolled station.
+existing dynamic security file is never overwritten: it holds every enrolled station. Stations
+enrolled before each station's credentials were bound to its own client id are bound then (the
+file is rewritten with its owner kept; restart the broker right after, as for any change here).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from agent.errors import ConfigError
 from agent.preflight import check_ca_file
-from server.broker_admin import initial_config
+from server.broker_admin import bind_station_client_ids, initial_config
 from swabline.broker import BrokerError, Listener, dynsec_plugin, render_config
 from swabline.tls import CertPair
 
@@ -28,13 +30,18 @@ SERVER_SECRET = "server-mqtt-password"
 ADMIN_SECRET = "broker-admin-password"
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, *, owner_of: Path | None = None) -> None:
+    """Write ``text`` to ``path`` (0600) atomically; owned like ``owner_of`` if given."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+        if owner_of is not None:
+            st = owner_of.stat()
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
     os.replace(tmp, path)
 
 
@@ -69,6 +76,11 @@ def setup(
             ),
         )
         written += [secrets_dir / SERVER_SECRET, secrets_dir / ADMIN_SECRET, dynsec]
+    else:
+        data = json.loads(dynsec.read_text(encoding="utf-8"))
+        if bind_station_client_ids(data):
+            _write_private(dynsec, json.dumps(data, indent=1), owner_of=dynsec)
+            written.append(dynsec)
     conf = conf_dir / "mosquitto.conf"
     conf.write_text(
         "# Written by `swabline admin broker-setup`; edit broker/mosquitto.conf in Swabline's\n"

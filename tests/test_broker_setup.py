@@ -8,6 +8,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from server.broker_admin import hashed_password, station_acls
 from swabline.broker import free_port, mosquitto_binary
 from swabline.broker_setup import ADMIN_SECRET, DYNSEC_FILE, SERVER_SECRET, setup
 from swabline.tls import issue_server_cert, make_ca
@@ -35,6 +36,19 @@ def test_production_setup_runs_with_tls_and_the_users_it_made(tmp_path: Path) ->
     server_pw = (secrets / SERVER_SECRET).read_text().strip()
     dynsec = tmp_path / "state" / DYNSEC_FILE
     assert server_pw not in dynsec.read_text()  # hashed
+    # A station enrolled before credentials were bound to a client id (any client id went).
+    data = json.loads(dynsec.read_text())
+    data["clients"].append(
+        {
+            "username": "st-old",
+            **hashed_password("old-pw"),
+            "roles": [{"rolename": "station-st-old"}],
+        }
+    )
+    data["roles"].append({"rolename": "station-st-old", "acls": station_acls("st-old")})
+    dynsec.write_text(json.dumps(data))
+    assert setup(**kwargs) == [dynsec, tmp_path / "etc" / "mosquitto.conf"]  # type: ignore[arg-type]
+    assert stat.S_IMODE(dynsec.stat().st_mode) == 0o600
     before = dynsec.read_text()
     setup(**kwargs)  # type: ignore[arg-type]  # again: enrolled stations are never wiped
     assert dynsec.read_text() == before
@@ -61,6 +75,12 @@ def test_production_setup_runs_with_tls_and_the_users_it_made(tmp_path: Path) ->
             == "Success"
         )
         assert mqtt_connack("127.0.0.1", local_port, "swabline-server", "wrong") == "Not authorized"
+        # The old station kept its password and is now bound to its own client id.
+        assert mqtt_connack("127.0.0.1", local_port, "st-old", "old-pw") == "Success"
+        assert (
+            mqtt_connack("127.0.0.1", local_port, "st-old", "old-pw", client_id="st-2")
+            == "Not authorized"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

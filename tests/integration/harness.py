@@ -76,11 +76,20 @@ def saved_in_log(log: Path) -> dict[str, int]:
 class Feeder:
     """Feeds codes to agents at a steady pace from a thread, surviving agent restarts.
 
-    ``agents()`` is asked for the current agents each time, so a test can restart them.
+    ``agents()`` is asked for the current agents each time, so a test can restart them. Every
+    ``interval_s`` each agent gets ``batch`` codes (a write blocks while the agent's stdin pipe
+    is full, so a feeder faster than the agent keeps it busy without piling codes up).
     """
 
-    def __init__(self, prefix: str, interval_s: float, agents: Callable[[], list[AgentProc]]):
-        self.prefix, self.interval_s, self.agents = prefix, interval_s, agents
+    def __init__(
+        self,
+        prefix: str,
+        interval_s: float,
+        agents: Callable[[], list[AgentProc]],
+        *,
+        batch: int = 1,
+    ):
+        self.prefix, self.interval_s, self.agents, self.batch = prefix, interval_s, agents, batch
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"feeder-{prefix}", daemon=True)
@@ -99,10 +108,51 @@ class Feeder:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             for agent in self.agents():
-                code = f"{self.prefix}-{agent.station_id}-{self.sent:06d}"
+                codes = [
+                    f"{self.prefix}-{agent.station_id}-{self.sent:06d}-{i:02d}"
+                    for i in range(self.batch)
+                ]
                 with contextlib.suppress(OSError, ValueError):  # a killed agent: try the next
-                    agent.feed([code])
+                    agent.feed(codes)
             self.sent += 1
+
+
+_GROUPS: set[int] = set()
+"""Process groups of the servers and agents started here and not yet stopped."""
+
+
+def _spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a session (and process group) of its own, so that stopping it can also
+    end every process it started (ingest workers, multiprocessing's resource tracker)."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    _GROUPS.add(proc.pid)
+    return proc
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of the group ``pgid``, then forget it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    _GROUPS.discard(pgid)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp, ...
+                members.append(int(stat.parent.name))
+    return members
+
+
+def kill_leftovers() -> list[int]:
+    """End every group a test started and did not stop; the groups it found."""
+    left = sorted(_GROUPS)
+    for pgid in left:
+        kill_group(pgid)
+    return left
 
 
 def _env() -> dict[str, str]:
@@ -133,6 +183,8 @@ class ServerProc:
             return body.decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server process (it stops its ingest workers), wait for it, then end
+        whatever of its process group is left."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -140,6 +192,19 @@ class ServerProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        kill_group(self.proc.pid)
+
+    def kill(self) -> None:
+        """``kill -9`` the whole server at once: the web process and every ingest worker (the
+        machine lost power, or systemd killed the unit's control group)."""
+        kill_group(self.proc.pid)
+        self.proc.wait()
+        wait_for(lambda: not group_members(self.proc.pid), 30, "every server process to die")
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the ingest workers this run started (from its log)."""
+        text = self.log.read_bytes()[self.log_start :].decode(errors="replace")
+        return [int(p) for p in re.findall(r"ingest worker \d+ started \(pid (\d+)\)", text)]
 
 
 def bootstrap_admin(workdir: Path, conf: Path) -> str:
@@ -198,7 +263,7 @@ def start_server(
         cmd += ["--ingest-workers", str(workers)]
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        proc = _spawn(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -276,6 +341,7 @@ class AgentProc:
         if self.proc.stdin is not None:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
+        kill_group(self.proc.pid)
         return self.proc.returncode
 
 
@@ -318,7 +384,7 @@ def start_agent(
     log = d / "agent.log"
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        proc = _spawn(
             [sys.executable, "-m", "swabline", "agent", "--config", str(conf)],
             stdin=subprocess.PIPE,
             stdout=out,
@@ -336,9 +402,18 @@ def start_agent(
 
 
 def mqtt_connack(
-    host: str, port: int, username: str, password: str, *, ca_file: str | None = None
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    *,
+    ca_file: str | None = None,
+    client_id: str | None = None,
 ) -> str:
-    """Connect once and return the broker's CONNACK reason ("Success", "Not authorized", ...)."""
+    """Connect once and return the broker's CONNACK reason ("Success", "Not authorized", ...).
+
+    The client id is ``username`` unless given: a station's credentials are bound to its own
+    station id as client id ("" lets the broker choose one)."""
     import queue
     import ssl
 
@@ -346,7 +421,11 @@ def mqtt_connack(
     from paho.mqtt.enums import CallbackAPIVersion
 
     answers: queue.Queue[str] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=username if client_id is None else client_id,
+        protocol=mqtt.MQTTv5,
+    )
     client.username_pw_set(username, password)
     if ca_file:
         client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from server.broker_admin import CONTROL_TOPIC, RESPONSE_TOPIC
+from server.ingest import client_id as ingest_client_id
 from swabline.broker import (
     DYNSEC_ENV,
     SERVER_USER,
@@ -73,9 +74,11 @@ def connect(
     ca_file: str | None = None,
     client_id: str | None = None,
 ) -> Iterator[Conn]:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv5
-    )
+    """Connect as ``username`` with ``client_id`` (default: the username, as the agent does;
+    "" lets the broker choose one)."""
+    if client_id is None:
+        client_id = username or ""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     conn = Conn(client)
     if username is not None:
         client.username_pw_set(username, password)
@@ -148,6 +151,42 @@ def test_a_station_publishes_only_as_itself(broker: Broker) -> None:
         t("st-1", k) for k in ("records", "status", "heartbeat", "command_results")
     }
     assert b"forged" not in {p for _, p in server.received()}
+
+
+def test_a_station_cannot_take_another_clients_id_and_knock_it_offline(broker: Broker) -> None:
+    """Mosquitto closes a session when another connects with the same client id: each
+    station's credentials work only with its own station id as client id."""
+    ingest = ingest_client_id(1)
+    with (
+        connect(broker, "st-2", broker.users["st-2"], client_id="st-2") as st2,
+        connect(broker, SERVER_USER, broker.users[SERVER_USER], client_id=ingest) as server,
+    ):
+        assert st2.connack.get(timeout=5) == server.connack.get(timeout=5) == "Success"
+        assert server.subscribe("swabline/v1/stations/+/records") == ["Granted QoS 1"]
+        for stolen in ("st-2", ingest, "swabline-ops-host-1", "swabline-admin-1", ""):
+            refused = connack(broker, "st-1", broker.users["st-1"], client_id=stolen)
+            assert refused == "Not authorized", stolen
+        # Neither victim was disconnected: both sessions still carry messages.
+        st2.publish(t("st-2", "records"), b"still here")
+        wait_for(lambda: (t("st-2", "records"), b"still here") in server.received(), 5, "st-2")
+        assert st2.disconnects == [] and server.disconnects == []
+    assert connack(broker, "st-1", broker.users["st-1"], client_id="st-1") == "Success"
+
+
+def test_stations_enrolled_before_the_client_id_binding_are_bound_when_reprovisioned(
+    broker: Broker,
+) -> None:
+    with broker.admin() as admin:  # enrolled the old way: any client id went
+        admin.execute(
+            {"command": "createRole", "rolename": "station-st-old", "acls": []},
+            {"command": "createClient", "username": "st-old", "password": "old-password"},
+        )
+        assert connack(broker, "st-old", "old-password", client_id="st-1") == "Success"
+        admin.put_station("st-old", "new-password")  # re-provisioning
+        client = admin.execute({"command": "getClient", "username": "st-old"})[0]
+    assert client["data"]["client"]["clientid"] == "st-old"
+    assert connack(broker, "st-old", "new-password", client_id="st-1") == "Not authorized"
+    assert connack(broker, "st-old", "new-password", client_id="st-old") == "Success"
 
 
 def test_a_station_reads_only_its_own_acks_and_commands(broker: Broker) -> None:
