@@ -42,8 +42,8 @@ class MemoryOutbox:
 
     Not durable, on purpose: the simulator measures the broker and the server, not a Pi's SD
     card. It starts ``ready`` (a station that has reached the server before and knows where its
-    sequence stands) unless told otherwise, and keeps the ids of every record it stored
-    (``created_ids``) so the run can be checked against the central database. Acknowledged
+    sequence stands) unless told otherwise, and keeps the id and seq of every record it stored
+    (``created``) so the run can be checked against the central database. Acknowledged
     records are forgotten at once (nothing to purge).
     """
 
@@ -61,7 +61,7 @@ class MemoryOutbox:
         self._ready = ready
         self._capacity = capacity
         self._counters: dict[str, int] = {}
-        self.created_ids: list[str] = []
+        self.created: list[tuple[str, int]] = []  # (record_id, seq)
 
     @property
     def ready(self) -> bool:
@@ -88,7 +88,7 @@ class MemoryOutbox:
         for record in records:
             self._pending[record.record_id] = (record, now)
             self._last_seq = record.seq
-            self.created_ids.append(record.record_id)
+            self.created.append((record.record_id, record.seq))
             m.created += 1
             m.kinds[record.kind] = m.kinds.get(record.kind, 0) + 1
 

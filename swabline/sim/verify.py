@@ -1,8 +1,8 @@
-"""Check a simulation against the central database: lost, duplicated, not yet landed."""
+"""Check a simulation against the central database: lost, displaced, refused, not yet landed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -34,34 +34,87 @@ def last_seqs(engine: Engine, station_ids: Sequence[str]) -> dict[str, int]:
 def check(
     engine: Engine,
     *,
-    created: dict[str, list[str]],
+    created: Mapping[str, Sequence[tuple[str, int]]],
     pending: set[str],
 ) -> dict[str, Any]:
     """Compare what the stations made with what the database holds.
 
     Args:
-        created: station id -> ids of every record it stored during the run.
-        pending: ids still unacknowledged in the stations' outboxes (a real station would keep
-            sending them: late, not lost).
+        created: station id -> ``(record_id, seq)`` of every record it stored during the run.
+        pending: ids still unacknowledged in the stations' outboxes at the end (a real station
+            would keep sending them: late, not lost).
 
-    Returns counts: ``stored`` (records of the run in the database), ``stored_twice`` (rows
-    beyond one per record id), ``lost`` (acknowledged to the station yet absent: the one
-    failure that must never happen), ``not_landed`` (absent and still pending), ``foreign``
-    (rows of these stations not made by this run), ``rejected`` (messages of these stations the
-    server refused).
+    Returns counts over the run's records (the database's ``records`` holds one row per
+    ``record_id`` and one per station and seq, so "stored twice" cannot be counted there; what
+    can go wrong is a record missing, or another record in its place):
+
+    - ``stored``: in ``records`` under their own id;
+    - ``lost``: acknowledged to the station yet not in ``records``: the one failure that must
+      never happen;
+    - ``not_landed``: not in ``records`` and still pending on the station;
+    - ``seq_taken``: not in ``records`` because a different record holds the same station and
+      seq (the server keeps such a record as rejected and acknowledges it: a station reusing
+      sequence numbers);
+    - ``refused``: kept in ``rejected_messages`` instead of ``records`` (invalid, or its seq
+      taken);
+    - ``stored_unacknowledged``: in ``records`` but still pending on the station: the
+      acknowledgement had not come back when the run ended;
+
+    and, for the run's stations: ``foreign`` (rows in ``records`` not made by this run),
+    ``rejected`` (every message the server refused from them), ``stations_known`` (stations
+    with a ``stations`` row).
     """
+    counts = dict.fromkeys(
+        (
+            "stored",
+            "lost",
+            "not_landed",
+            "seq_taken",
+            "refused",
+            "stored_unacknowledged",
+            "foreign",
+            "rejected",
+            "stations_known",
+        ),
+        0,
+    )
     station_ids = list(created)
-    wanted = {rid for ids in created.values() for rid in ids}
-    rows = 0
-    in_db: set[str] = set()
-    rejected = 0
     with engine.connect() as conn:
         for chunk in _chunks(station_ids):
-            ids = conn.scalars(select(RecordRow.record_id).where(RecordRow.station_id.in_(chunk)))
-            for rid in ids:
-                rows += 1
+            in_db: set[str] = set()
+            holder: dict[tuple[str, int], str] = {}  # (station, seq) -> record id in the db
+            rows = conn.execute(
+                select(RecordRow.station_id, RecordRow.seq, RecordRow.record_id).where(
+                    RecordRow.station_id.in_(chunk)
+                )
+            )
+            for sid, seq, rid in rows:
                 in_db.add(rid)
-            rejected += int(
+                holder[(sid, int(seq))] = rid
+            refused_ids = set(
+                conn.scalars(
+                    select(RejectedMessage.record_id).where(
+                        RejectedMessage.station_id.in_(chunk),
+                        RejectedMessage.record_id.is_not(None),
+                    )
+                )
+            )
+            wanted: set[str] = set()
+            for sid in chunk:
+                for rid, seq in created[sid]:
+                    wanted.add(rid)
+                    if rid in refused_ids:
+                        counts["refused"] += 1
+                    if rid in in_db:
+                        counts["stored"] += 1
+                        if rid in pending:
+                            counts["stored_unacknowledged"] += 1
+                        continue
+                    counts["not_landed" if rid in pending else "lost"] += 1
+                    if holder.get((sid, seq), rid) != rid:
+                        counts["seq_taken"] += 1
+            counts["foreign"] += len(in_db - wanted)
+            counts["rejected"] += int(
                 conn.scalar(
                     select(func.count())
                     .select_from(RejectedMessage)
@@ -69,9 +122,7 @@ def check(
                 )
                 or 0
             )
-        stations_known = 0
-        for chunk in _chunks(station_ids):
-            stations_known += int(
+            counts["stations_known"] += int(
                 conn.scalar(
                     select(func.count())
                     .select_from(StationRow)
@@ -79,13 +130,14 @@ def check(
                 )
                 or 0
             )
-    missing = wanted - in_db
-    return {
-        "stored": len(wanted & in_db),
-        "stored_twice": rows - len(in_db),
-        "lost": len(missing - pending),
-        "not_landed": len(missing & pending),
-        "foreign": len(in_db - wanted),
-        "rejected": rejected,
-        "stations_known": stations_known,
+    return counts
+
+
+def failures(database: Mapping[str, Any]) -> list[str]:
+    """What in a ``check`` result means the run failed (empty: nothing lost or displaced)."""
+    wrong = {
+        "lost": "acknowledged but not stored",
+        "seq_taken": "displaced by another record with the same seq",
+        "refused": "refused by the server",
     }
+    return [f"{database[k]} {text}" for k, text in wrong.items() if database.get(k)]

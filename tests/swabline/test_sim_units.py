@@ -7,7 +7,7 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 
 from agent.ports import Scan
 from protocol.events import DATA_MODELS
@@ -15,7 +15,7 @@ from server.db import make_engine, migrate
 from swabline.sim.fleet import MemoryOutbox, PlannedWorkflow
 from swabline.sim.metrics import FleetMetrics, percentile, percentiles
 from swabline.sim.staff import QueueEnd, Staff, StaffProfile, Step
-from swabline.sim.verify import check
+from swabline.sim.verify import check, failures
 
 
 def _steps(staff: Staff, n: int) -> list[Step | QueueEnd]:
@@ -107,6 +107,7 @@ def test_memory_outbox_measures_latency_and_counts_repeat_acks() -> None:
     for r in recs:
         box.append(r)
     assert [r.seq for r in box.pending()] == [42, 43, 44]
+    assert box.created == [(r.record_id, r.seq) for r in recs]  # what the run is checked by
     assert box.acknowledge([recs[1].record_id]) == [recs[1].record_id]
     assert box.acknowledge([recs[1].record_id, recs[0].record_id]) == [recs[0].record_id]
     assert (metrics.created, metrics.acknowledged, metrics.repeat_acks) == (3, 2, 1)
@@ -126,19 +127,67 @@ def test_percentiles_match_the_linear_definition() -> None:
         percentile([1.0], 101)
 
 
-def test_database_check_tells_lost_from_not_yet_landed(tmp_path: Path) -> None:
+def _database(tmp_path: Path) -> Engine:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     migrate(make_engine(url))
-    engine = create_engine(url)
+    return create_engine(url)
+
+
+def _insert(engine: Engine, *rows: tuple[str, str, int]) -> None:
+    """Rows of ``records`` as (record_id, station_id, seq)."""
+    with engine.begin() as conn:
+        for rid, sid, seq in rows:
+            conn.exec_driver_sql(
+                "INSERT INTO records (record_id, station_id, seq, boot_id, wall_time, mono_ns, "
+                "clock_synced, kind, data, received_at) "
+                "VALUES (?, ?, ?, 'b', 0, 0, 1, 'scan', '{}', '2026-01-01')",
+                (rid, sid, seq),
+            )
+
+
+def test_database_check_of_a_clean_run_finds_nothing_wrong(tmp_path: Path) -> None:
+    engine = _database(tmp_path)
+    _insert(engine, ("a", "sim-1", 1), ("b", "sim-1", 2), ("c", "sim-2", 1))
+    result = check(
+        engine, created={"sim-1": [("a", 1), ("b", 2)], "sim-2": [("c", 1)]}, pending=set()
+    )
+    assert result["stored"] == 3
+    assert failures(result) == []
+    assert result["lost"] == result["not_landed"] == result["stored_unacknowledged"] == 0
+
+
+def test_database_check_tells_lost_from_not_yet_landed_and_from_displaced(tmp_path: Path) -> None:
+    engine = _database(tmp_path)
+    # 'a' landed; 'b' (seq 2) was acknowledged but is missing; 'c' (seq 3) is still in the
+    # outbox; another record, 'z', holds 'd's seq 4; 'e' landed but its ack never came back;
+    # 'y' is a row of sim-1 this run did not make.
+    _insert(engine, ("a", "sim-1", 1), ("z", "sim-1", 4), ("e", "sim-1", 5), ("y", "sim-1", 9))
+    result = check(
+        engine,
+        created={"sim-1": [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)]},
+        pending={"c", "e"},
+    )
+    assert result["stored"] == 2  # a, e
+    assert result["lost"] == 2  # b, d: acknowledged (not pending) and not there
+    assert result["not_landed"] == 1  # c
+    assert result["seq_taken"] == 1  # d: 'z' holds sim-1 seq 4
+    assert result["stored_unacknowledged"] == 1  # e
+    assert result["foreign"] == 2  # z, y
+    assert result["stations_known"] == 0
+    assert failures(result) == [
+        "2 acknowledged but not stored",
+        "1 displaced by another record with the same seq",
+    ]
+
+
+def test_database_check_counts_records_the_server_refused(tmp_path: Path) -> None:
+    engine = _database(tmp_path)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "INSERT INTO records (record_id, station_id, seq, boot_id, wall_time, mono_ns, "
-            "clock_synced, kind, data, received_at) VALUES "
-            "('a', 'sim-1', 1, 'b', 0, 0, 1, 'scan', '{}', '2026-01-01'),"
-            "('z', 'sim-1', 9, 'b', 0, 0, 1, 'scan', '{}', '2026-01-01')"
+            "INSERT INTO rejected_messages (received_at, topic, station_id, reason, size, "
+            "payload, record_id, seq) VALUES ('2026-01-01', 't', 'sim-1', 'bad data', 2, "
+            "X'7B7D', 'a', 1), ('2026-01-01', 't', 'sim-1', 'not JSON', 1, X'78', NULL, NULL)"
         )
-    result = check(engine, created={"sim-1": ["a", "b", "c"]}, pending={"c"})
-    assert result["stored"] == 1
-    assert result["lost"] == 1  # 'b' was acknowledged (not pending) and is not there
-    assert result["not_landed"] == 1  # 'c' is still in the outbox
-    assert result["foreign"] == 1
+    result = check(engine, created={"sim-1": [("a", 1)]}, pending=set())
+    assert result["refused"] == 1 and result["rejected"] == 2 and result["lost"] == 1
+    assert "1 refused by the server" in failures(result)
