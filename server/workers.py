@@ -4,12 +4,23 @@ Each worker is a separate process (``multiprocessing`` spawn: no state inherited
 process) with its own database engine and its own MQTT client id, in the shared-subscription
 group. A worker that dies is restarted after a short backoff; whatever it held but had not
 committed was never acknowledged, so the stations resend it.
+
+A worker never outlives the server process: if the parent dies without stopping it (``kill -9``,
+the OOM killer), the worker gets SIGTERM from the kernel (``prctl(PR_SET_PDEATHSIG)``), finishes
+its batch and exits; a watchdog thread that notices the parent's pid change does the same where
+that is not available, and ends the process outright if the batch does not finish in
+``PARENT_GONE_GRACE_S``. An orphaned worker would otherwise go on consuming and acknowledging
+with no supervisor, no metrics and no way to stop it but by hand.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +30,53 @@ from server.ingest import run_worker
 from server.metrics import SharedCounters
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+"""From ``<linux/prctl.h>``."""
+PARENT_POLL_S = 1.0
+"""How often the watchdog looks at the parent's pid."""
+PARENT_GONE_GRACE_S = 10.0
+"""Time a worker whose parent died has to finish its batch before it is ended outright."""
+
+
+def parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False if unavailable.
+
+    The kernel sends it when the *thread* that started this process exits: the pool starts
+    workers from the thread that calls ``start`` and from its supervisor thread, both of which
+    live as long as the pool (``prctl(2)``).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.error("the server process (pid %d) is gone: this ingest worker stops", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)  # ``run_worker`` finishes its batch and returns
+    time.sleep(PARENT_GONE_GRACE_S)
+    log.error("the batch did not finish within %.0f s of the server's death", PARENT_GONE_GRACE_S)
+    os._exit(1)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this process stop when ``parent_pid`` (its parent) dies (see the module docstring)."""
+    parent_death_signal(signal.SIGTERM)
+    threading.Thread(
+        target=watch_parent, args=(parent_pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def worker_main(parent_pid: int, *args: Any) -> None:
+    """The worker process's entry point: ``run_worker(*args)``, tied to the parent's life."""
+    exit_with_parent(parent_pid)  # also covers a parent that died before this line
+    run_worker(*args)
 
 
 class WorkerPool:
@@ -47,8 +105,9 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> None:
         proc = self._ctx.Process(
-            target=run_worker,
+            target=worker_main,
             args=(
+                os.getpid(),
                 self._config_json,
                 index,
                 self.counters.array,
