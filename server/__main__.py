@@ -75,7 +75,14 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     )
     background = start_background(engine, config, app.state.lab.ctx)
     try:
-        uvicorn.run(app, host=config.http.host, port=config.http.port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=list(config.http.trusted_proxies),
+        )
     finally:
         background.close()
         ops.stop()

@@ -101,7 +101,7 @@ def start_background(engine: Engine, config: ServerConfig, ctx: ResultsContext) 
     def housekeeping(stop: threading.Event) -> None:
         keep = timedelta(
             seconds=2
-            * max(config.public.lookup_addr_window_s, config.public.lookup_id_window_s, 3600)
+            * max(config.public.lookup_addr_window_s, config.public.lookup_id_window_s, 86_400)
         )
         while not stop.is_set():
             with Session(engine) as session, session.begin():

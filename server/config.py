@@ -50,6 +50,12 @@ class HttpConfig(_Section):
     cookie_secure: bool = Field(
         False, description="Send the session cookie over HTTPS only (set when behind TLS)."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        max_length=100,
+        description="Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names "
+        "the client; from any other address the header is ignored.",
+    )
 
 
 class IngestConfig(_Section):
@@ -172,6 +178,12 @@ class PublicConfig(_Section):
         description="Lookups of one ID number or slip code per lookup_id_window_s, from anywhere.",
     )
     lookup_id_window_s: int = Field(3600, ge=1, le=604_800, description="See lookup_per_id.")
+    lookup_per_id_day: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Lookups of one ID number or slip code per 24 hours, from anywhere.",
+    )
     declare_per_addr: int = Field(
         60,
         ge=1,

@@ -11,11 +11,13 @@ the very same answer. Rate limits count attempts per address and per ID number a
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Row, and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.healthqr import (
@@ -39,12 +41,32 @@ from server.signing import KeyedHash, SlipRef, SlipSigner
 MAX_SAMPLES_SHOWN = 10
 
 
+DAY_S = 86_400
+
+
 @dataclass(frozen=True)
 class Limits:
     per_addr: int = 10
     per_addr_window_s: int = 60
     per_key: int = 10
     per_key_window_s: int = 3600
+    per_key_day: int | None = None
+    """Attempts on one key (ID number, slip code) per 24 hours, from anywhere: the cap that
+    keeps a date of birth from being guessed a few attempts an hour, day after day."""
+
+
+def address_group(remote_addr: str) -> str:
+    """The unit an address limit counts: the address itself, or for IPv6 its /64 (one
+    subscriber's network, inside which addresses are free to change)."""
+    try:
+        ip = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return remote_addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def throttled(
@@ -58,7 +80,7 @@ def throttled(
 ) -> bool:
     """Record an attempt and tell whether the caller is over a limit (counted before this one).
     Attempts of different ``purpose`` (lookups, declarations) are counted apart."""
-    remote_addr = f"{purpose}:{remote_addr}"[:64]
+    remote_addr = f"{purpose}:{address_group(remote_addr)}"[:64]
     by_addr = session.scalar(
         select(func.count())
         .select_from(LookupAttempt)
@@ -67,16 +89,22 @@ def throttled(
             LookupAttempt.at > now - timedelta(seconds=limits.per_addr_window_s),
         )
     )
-    by_key = session.scalar(
-        select(func.count())
+    key_window = now - timedelta(seconds=limits.per_key_window_s)
+    longest = max(limits.per_key_window_s, DAY_S if limits.per_key_day is not None else 0)
+    by_key, by_key_day = session.execute(
+        select(
+            func.coalesce(func.sum(case((LookupAttempt.at > key_window, 1), else_=0)), 0),
+            func.count(),
+        )
         .select_from(LookupAttempt)
         .where(
             LookupAttempt.key_hash == key_hash,
-            LookupAttempt.at > now - timedelta(seconds=limits.per_key_window_s),
+            LookupAttempt.at > now - timedelta(seconds=longest),
         )
-    )
+    ).one()
     session.add(LookupAttempt(at=now, remote_addr=remote_addr, key_hash=key_hash))
-    return (by_addr or 0) >= limits.per_addr or (by_key or 0) >= limits.per_key
+    over_day = limits.per_key_day is not None and int(by_key_day) >= limits.per_key_day
+    return (by_addr or 0) >= limits.per_addr or int(by_key) >= limits.per_key or over_day
 
 
 def prune_attempts(session: Session, *, older_than: datetime) -> int:
@@ -134,6 +162,29 @@ class LookupAnswer:
     samples: list[SampleView] = field(default_factory=list)
 
 
+def _birth_parts(text: str | None) -> tuple[str, str, str] | None:
+    """``YYYY-MM-DD`` with ``**`` for a masked month or day (the health QR's form) -> its
+    parts; None when there is no usable year."""
+    m = re.fullmatch(r"(\d{4})-(\d{2}|\*\*)-(\d{2}|\*\*)", text or "")
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _birth_agrees(stored: str | None, entered: date) -> tuple[bool, bool]:
+    """(every known part of ``stored`` equals ``entered``, ``stored`` is a full date).
+    Compared in constant time, every part, whatever the outcome."""
+    parts = _birth_parts(stored)
+    if parts is None:
+        _same("0000", "0001")  # the same work as a comparison
+        return False, False
+    wanted = (f"{entered.year:04d}", f"{entered.month:02d}", f"{entered.day:02d}")
+    same = [part == "**" or _same(part, want) for part, want in zip(parts, wanted, strict=True)]
+    return all(same), "**" not in parts
+
+
 def lookup(
     session: Session,
     *,
@@ -146,9 +197,21 @@ def lookup(
     code: str = "",
     now: datetime | None = None,
 ) -> LookupAnswer:
-    """Find a person's samples by ID number + date of birth, or by the code on their slip."""
+    """Find a person's samples by an ID number + date of birth, or by the code on their slip.
+
+    The ID number is matched against (see docs/lab-and-results.md, "The public lookup"):
+
+    - a CCCD or other document the person was sampled with, or wrote on a self-declaration,
+      or that a health QR carried unmasked (``persons.document_number``). The date of birth
+      must equal a full date stored for that number; the person's other records under the same
+      number (a health QR with the year only) come along when their known parts agree;
+    - a QID (the person was sampled with a health QR): the known parts of the stored date
+      (often the year only) must agree with the date given. The QID is as private as the QR
+      code that carries it.
+    """
     now = now or datetime.now(UTC)
-    id_number = re.sub(r"\s+", "", id_number).upper()[:32]
+    typed = re.sub(r"\s+", "", id_number)[:64]
+    id_number = typed.upper()
     code_norm = normalise_lookup_code(code)[:32]
     dob = parse_birth_date(birth_date)
     by_code = bool(code_norm) and not id_number
@@ -165,8 +228,10 @@ def lookup(
             .join(Declaration, Declaration.person_id == Person.id)
             .where(Declaration.lookup_code_hash == keyed("lookup-code", code_norm))
         ).all()
-        matches = [(p, d) for p, d in rows]
+        matches: list[tuple[Person, Declaration | None]] = [(p, d) for p, d in rows]
     else:
+        assert dob is not None
+        qids = sorted({typed, id_number})
         declared = select(Declaration.person_id).where(Declaration.document_number == id_number)
         rows = session.execute(
             select(Person, Declaration)
@@ -174,18 +239,14 @@ def lookup(
             .where(
                 or_(
                     and_(Person.key_type.in_(("cccd", "document")), Person.key == id_number),
+                    Person.document_number == id_number,
+                    and_(Person.key_type == "qid", Person.key.in_(qids)),
                     Person.id.in_(declared),
                 )
             )
+            .order_by(Person.id)
         ).all()
-        wanted = dob.isoformat() if dob else ""
-        matches = []
-        for p, d in rows:
-            dates = [p.birth_date or "", d.birth_date if d is not None else ""]
-            # Constant-time comparisons, every candidate, every date.
-            ok = [hmac.compare_digest(x.encode(), wanted.encode()) for x in dates]
-            if any(ok):
-                matches.append((p, d))
+        matches = _authenticated(rows, id_number, qids, dob)
     person_ids = [p.id for p, _ in matches] or [-1]
     samples = _samples(session, signer, person_ids)
     if not matches:
@@ -196,6 +257,42 @@ def lookup(
     return LookupAnswer(
         "found", name=name, birth_date=birth, person_key=person.key, samples=samples
     )
+
+
+def _authenticated(
+    rows: Sequence[Row[Person, Declaration]],
+    id_number: str,
+    qids: list[str],
+    dob: date,
+) -> list[tuple[Person, Declaration | None]]:
+    """The candidate rows the date of birth lets through (every comparison made for every
+    candidate, so that the time spent does not depend on which one matched)."""
+    by_document: list[tuple[Person, Declaration | None, bool]] = []
+    by_qid: list[tuple[Person, Declaration | None, bool]] = []
+    exact = False
+    for row in rows:
+        p, d = row[0], row[1]
+        checks = [_birth_agrees(p.birth_date, dob)]
+        checks.append(_birth_agrees(d.birth_date if d is not None else None, dob))
+        agrees = any(ok for ok, _ in checks)
+        full = any(ok and whole for ok, whole in checks)
+        if p.key_type == "qid" and p.key in qids:
+            by_qid.append((p, d, agrees))
+        if (
+            (p.key_type != "qid" and p.key == id_number)
+            or p.document_number == id_number
+            or (d is not None and d.document_number == id_number)
+        ):
+            by_document.append((p, d, agrees))
+            exact = exact or full
+    # A document number with a year of birth is not enough (a CCCD number carries the year):
+    # one full date stored for the number must match before anything under it is shown.
+    chosen = [(p, d) for p, d, ok in by_qid if ok]
+    chosen += [(p, d) for p, d, ok in by_document if ok and exact]
+    unique: dict[int, tuple[Person, Declaration | None]] = {}
+    for person, declaration in chosen:
+        unique.setdefault(person.id, (person, declaration))
+    return list(unique.values())
 
 
 def _samples(session: Session, signer: SlipSigner, person_ids: list[int]) -> list[SampleView]:

@@ -345,10 +345,12 @@ TEXTS.update(
         # --- public lookup ---
         "lookup.title": ("Tra cứu kết quả xét nghiệm", "Look up your test result"),
         "lookup.intro": (
-            "Nhập số CCCD/giấy tờ và ngày sinh, hoặc mã tra cứu in trên phiếu của bạn.",
-            "Enter your ID number and date of birth, or the lookup code printed on your slip.",
+            "Nhập số CCCD/giấy tờ (hoặc mã QID trong mã QR y tế của bạn) và ngày sinh, hoặc "
+            "mã tra cứu in trên phiếu của bạn.",
+            "Enter your ID number (or the QID of your health QR code) and date of birth, or the "
+            "lookup code printed on your slip.",
         ),
-        "lookup.id": ("Số CCCD / giấy tờ", "ID number"),
+        "lookup.id": ("Số CCCD / giấy tờ / mã QID", "ID number or QID"),
         "lookup.or": ("hoặc", "or"),
         "lookup.code": ("Mã tra cứu trên phiếu", "Lookup code on your slip"),
         "lookup.submit": ("Tra cứu", "Look up"),

@@ -6,12 +6,19 @@ page as a known ID with a wrong date of birth (see ``server.public``).
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from server.access import Permission, Principal
+from server.audit import audit, snapshot
+from server.auth import SESSION_COOKIE
+from server.config import ServerConfig
+from server.errors import HttpError
 from server.healthqr import format_lookup_code
 from server.public import (
     DeclarationForm,
@@ -22,7 +29,7 @@ from server.public import (
     mask_name,
     throttled,
 )
-from server.web.deps import Db, remote_addr
+from server.web.deps import Db, page_caller, remote_addr
 from server.web.qr import qr_svg
 from server.web.schemas import Text
 from server.web.services import Services, base_url
@@ -99,8 +106,21 @@ def verify_page(request: Request, db: Db, services: Services, token: str) -> Res
     )
 
 
+def desk_staff(request: Request, db: Session, config: ServerConfig) -> Principal | None:
+    """The logged-in staff member at a registration desk, if the browser has a session of
+    someone who handles personal data (``data.read``); None for the public."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return None
+    try:
+        principal = page_caller(request, db, config)
+    except HttpError:
+        return None
+    return principal if principal.can(Permission.DATA_READ) else None
+
+
 @router.get("/declare")
-def declare_page(request: Request) -> Response:
+def declare_page(request: Request, db: Db, services: Services) -> Response:
+    desk_staff(request, db, services.config)  # staff get the form with their CSRF token
     return render(request, "declare.html", {"form": DeclarationForm(), "errors": {}})
 
 
@@ -116,7 +136,13 @@ def declare_submit(
     phone: Annotated[Text, Form(max_length=32)] = "",
     address: Annotated[Text, Form(max_length=600)] = "",
     on_behalf: Annotated[str | None, Form(max_length=8)] = None,
+    csrf_token: Annotated[str | None, Form(max_length=100)] = None,
 ) -> Response:
+    staff = desk_staff(request, db, services.config)
+    if staff is not None and not (
+        staff.csrf_token and csrf_token and hmac.compare_digest(csrf_token, staff.csrf_token)
+    ):
+        staff = None  # not the desk's own form: counted like the public
     form = DeclarationForm(
         name=name,
         birth_date=birth_date,
@@ -131,7 +157,8 @@ def declare_submit(
     if errors or dob is None:
         return render(request, "declare.html", {"form": form, "errors": errors}, status_code=400)
     addr = remote_addr(request)
-    if throttled(
+    # A registration desk prints cards for a queue: its staff are not limited per address.
+    if staff is None and throttled(
         db,
         remote_addr=addr,
         key_hash=services.keyed("declare", addr),
@@ -147,6 +174,20 @@ def declare_submit(
             status_code=429,
         )
     declared = declare(db, keyed=services.keyed, form=form, dob=dob, locale=language(request))
+    if staff is not None:
+        after = snapshot(declared.declaration) or {}
+        after.pop("lookup_code_hash", None)
+        audit(
+            db,
+            staff,
+            "declaration.create",
+            object_type="declaration",
+            object_id=declared.declaration.qid,
+            organisation_id=staff.grants[0].organisation_id if staff.grants else None,
+            before=None,
+            after=after,
+            remote_addr=addr,
+        )
     db.commit()
     payload = declared.qr.encode()
     return _private(

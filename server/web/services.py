@@ -58,6 +58,7 @@ def build_services(engine: Engine, config: ServerConfig) -> LabServices:
             per_addr_window_s=p.lookup_addr_window_s,
             per_key=p.lookup_per_id,
             per_key_window_s=p.lookup_id_window_s,
+            per_key_day=p.lookup_per_id_day,
         ),
         declare_limits=Limits(
             per_addr=p.declare_per_addr,

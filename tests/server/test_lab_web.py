@@ -41,6 +41,30 @@ def sample(
     env: Env, station: str, tube: str, people: list[tuple[str, str, str]], seq0: int
 ) -> None:
     """A pool with persons that carry a date of birth (CCCD, name, YYYY-MM-DD)."""
+    sample_persons(
+        env,
+        station,
+        tube,
+        [{"key_type": "cccd", "key": k, "name": n, "birth_date": d} for k, n, d in people],
+        seq0,
+    )
+
+
+def health_qr_person(qid: str, document: str, birth_date: str, name: str) -> dict[str, Any]:
+    """A person as a station reads a unified health QR (agent.codes): keyed by the QID."""
+    return {
+        "key_type": "qid",
+        "key": qid,
+        "name": name,
+        "birth_date": birth_date,
+        "document_number": document,
+    }
+
+
+def sample_persons(
+    env: Env, station: str, tube: str, people: list[dict[str, Any]], seq0: int
+) -> None:
+    """A pool of these persons (``protocol.events.Person`` fields), through ingest."""
     recs = [
         record(
             station,
@@ -50,8 +74,7 @@ def sample(
             code=tube,
         )
     ]
-    for i, (key, name, dob) in enumerate(people, 1):
-        person = {"key_type": "cccd", "key": key, "name": name, "birth_date": dob}
+    for i, person in enumerate(people, 1):
         recs.append(
             record(
                 station, seq0 + i, "person_added", {"tube": tube, "person": person, "position": i}
@@ -264,6 +287,196 @@ async def test_lookup_is_rate_limited_per_address_without_telling_ids_apart(env:
         assert prune_attempts(db, older_than=datetime.now(UTC) - timedelta(hours=1)) == 0
         assert prune_attempts(db, older_than=datetime.now(UTC) + timedelta(seconds=1)) == 12
         assert db.scalar(select(func.count()).select_from(LookupAttempt)) == 0
+
+
+def addr_client(env: Env, addr: str) -> httpx.AsyncClient:
+    """An anonymous client coming from ``addr``."""
+    return env.client(transport=httpx.ASGITransport(app=env.app, client=(addr, 50000)))
+
+
+async def ask(env: Env, id_number: str, birth_date: str, addr: str = "10.0.0.1") -> str:
+    async with addr_client(env, addr) as anon:
+        r = await anon.post("/lookup", data={"id_number": id_number, "birth_date": birth_date})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+FOUND = 'data-status="found"'
+
+
+async def enter(env: Env, box: str, tube: str, value: str) -> None:
+    async with session(env, "lab") as (c, csrf):
+        await receive(c, csrf, env, box, tube)
+        r = await c.post("/lab/results", data={"tube": tube, "value": value, "csrf_token": csrf})
+        assert r.status_code == 303
+
+
+async def test_people_sampled_with_a_health_qr_look_up_by_qid_or_unmasked_number(
+    env: Env,
+) -> None:
+    masked = health_qr_person("QX7H2K9M4P", "******001234", "2003-**-**", "TRAN THI MAI")
+    unmasked = health_qr_person("QB5N8R2T6W", "079303004321", "2003-08-15", "LE VAN HUNG")
+    year_only = health_qr_person("QC3D5F7G9J", "079190007777", "1990-**-**", "PHAM VAN LONG")
+    sample_persons(env, "st-1", "T-QR-1", [masked, unmasked, year_only], seq0=300)
+    await enter(env, "THUNG-QR1", "T-QR-1", "negative")
+    # The QID with the date of birth: the QR carried the year only, so that is what counts.
+    page = await ask(env, "QX7H2K9M4P", "2003-05-05", "10.0.0.1")
+    assert FOUND in page and "TRAN THI MAI" in page and "Âm tính" in page
+    assert FOUND in await ask(env, "qx7h2k9m4p", "05/05/2003", "10.0.0.2")
+    assert FOUND not in await ask(env, "QX7H2K9M4P", "2004-05-05", "10.0.0.3")
+    # A document number the QR carried unmasked, with the full date it carried.
+    assert FOUND in await ask(env, "079303004321", "2003-08-15", "10.0.0.4")
+    assert FOUND not in await ask(env, "079303004321", "2003-08-16", "10.0.0.5")
+    # An unmasked number with a year only is not enough (a CCCD number tells the year)...
+    assert FOUND not in await ask(env, "079190007777", "1990-06-06", "10.0.0.6")
+    # ...the QID is; and a masked number finds nobody.
+    assert FOUND in await ask(env, "QC3D5F7G9J", "1990-06-06", "10.0.0.7")
+    assert FOUND not in await ask(env, "******001234", "2003-05-05", "10.0.0.8")
+    assert FOUND not in await ask(env, "001234", "2003-05-05", "10.0.0.8")
+    # The same person sampled later with the CCCD card (a full date): the number and that date
+    # show both samples, the one under the QID too.
+    sample(env, "st-1", "T-QR-2", [("079190007777", "Phạm Văn Long", "1990-01-31")], seq0=320)
+    await enter(env, "THUNG-QR2", "T-QR-2", "positive")
+    page = await ask(env, "079190007777", "1990-01-31", "10.0.0.9")
+    assert FOUND in page and page.count('<div class="sample">') == 2
+    assert "Mẫu gộp dương tính" in page and "Âm tính" in page
+    assert FOUND not in await ask(env, "079190007777", "1990-06-06", "10.0.0.10")
+
+
+async def test_a_known_qid_with_a_wrong_date_looks_like_an_unknown_qid(env: Env) -> None:
+    person = health_qr_person("QX7H2K9M4P", "******001234", "2003-**-**", "TRAN THI MAI")
+    sample_persons(env, "st-1", "T-QR-3", [person], seq0=340)
+    await enter(env, "THUNG-QR3", "T-QR-3", "negative")
+    known_wrong = await ask(env, "QX7H2K9M4P", "2002-12-31", "10.0.1.1")
+    unknown = await ask(env, "QZ0000000000", "2002-12-31", "10.0.1.2")
+    assert 'data-status="none"' in known_wrong
+    assert known_wrong.replace("QX7H2K9M4P", "X") == unknown.replace("QZ0000000000", "X")
+    # Also for document numbers: a known one with a wrong date, and one nobody has.
+    a = await ask(env, "079303001234", "1990-01-01", "10.0.1.3")  # in the fixture, no date
+    b = await ask(env, "079303009876", "1990-01-01", "10.0.1.4")
+    assert a.replace("079303001234", "X") == b.replace("079303009876", "X")
+
+
+async def test_one_id_is_limited_from_every_address_and_per_day(env: Env) -> None:
+    """Ten lookups of one ID an hour from anywhere, twenty a day: guessing a date of birth
+    cannot be spread over addresses or over days."""
+    statuses = []
+    for i in range(11):
+        async with addr_client(env, f"10.2.0.{i}") as anon:
+            r = await anon.post(
+                "/lookup", data={"id_number": "079303005555", "birth_date": f"1999-01-{i + 1:02d}"}
+            )
+        statuses.append(r.status_code)
+    assert statuses == [200] * 10 + [429]
+    assert 'data-status="limited"' in r.text and "Quá nhiều lần thử" in r.text
+    async with addr_client(env, "10.2.0.10") as anon:  # another ID from that address is fine
+        other = await anon.post(
+            "/lookup", data={"id_number": "079303005556", "birth_date": "1999-01-01"}
+        )
+    assert other.status_code == 200
+    # The daily cap, with the clock moved: ten an hour, but no more than twenty in a day.
+    from datetime import UTC, datetime, timedelta
+
+    from server.public import Limits, lookup
+
+    services = env.app.state.lab
+    limits = Limits(per_addr=1000, per_key=10, per_key_window_s=3600, per_key_day=20)
+    start = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+
+    def attempts(at: datetime, n: int) -> list[str]:
+        with Session(env.engine) as db:
+            return [
+                lookup(
+                    db,
+                    keyed=services.keyed,
+                    signer=services.ctx.signer,
+                    limits=limits,
+                    remote_addr=f"10.3.0.{i}",
+                    id_number="079199000001",
+                    birth_date="1999-02-02",
+                    now=at,
+                ).status
+                for i in range(n)
+            ]
+
+    assert attempts(start, 11) == ["none"] * 10 + ["limited"]
+    assert attempts(start + timedelta(hours=2), 10) == ["none"] * 9 + ["limited"]
+    assert attempts(start + timedelta(hours=5), 1) == ["limited"]  # 20 in the last 24 hours
+    assert attempts(start + timedelta(hours=26), 1) == ["none"]
+
+
+async def test_forwarded_addresses_count_only_from_trusted_proxies(env: Env) -> None:
+    """What ``swabline server`` runs: uvicorn's proxy-headers middleware with
+    ``http.trusted_proxies``. Behind the proxy every client has its own limit; a client that
+    sends its own X-Forwarded-For from elsewhere does not escape its limit."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from server.config import HttpConfig
+
+    trusted = HttpConfig(trusted_proxies=["10.9.0.0/24"]).trusted_proxies
+    app = ProxyHeadersMiddleware(env.app, trusted_hosts=trusted)
+
+    async def lookups(proxy: str, clients: list[str]) -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=(proxy, 40000))  # type: ignore[arg-type]
+        out = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            for i, client in enumerate(clients):
+                r = await c.post(
+                    "/lookup",
+                    data={"id_number": f"07930300{i:04d}", "birth_date": "1990-01-01"},
+                    headers={"X-Forwarded-For": client},
+                )
+                out.append(r.status_code)
+        return out
+
+    people = [f"203.0.113.{i}" for i in range(12)]
+    assert await lookups("10.9.0.7", people) == [200] * 12  # twelve people, one proxy
+    assert await lookups("198.51.100.9", people) == [200] * 10 + [429] * 2  # one client
+
+
+async def test_ipv6_addresses_of_one_network_share_a_limit() -> None:
+    from server.public import address_group
+
+    assert address_group("2001:db8:1:2::1") == address_group("2001:db8:1:2:abcd::9")
+    assert address_group("2001:db8:1:2::1") != address_group("2001:db8:1:3::1")
+    assert address_group("::ffff:10.0.0.1") == "10.0.0.1" == address_group("10.0.0.1")
+    assert address_group("testclient") == "testclient"
+
+
+async def test_registration_desk_staff_are_not_limited_like_the_public(db_url: str) -> None:
+    from server.config import PublicConfig, ServerConfig
+    from server.models import AuditEntry
+    from tests.server.conftest import build_env
+
+    env = build_env(db_url, ServerConfig(public=PublicConfig(declare_per_addr=2)))
+    try:
+        person = {"name": "Lê Văn Tám", "birth_date": "2001-01-01"}
+        async with env.client() as anon:
+            codes = [(await anon.post("/declare", data=person)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        async with session(env, "staff-bd") as (c, csrf):
+            form = await c.get("/declare")
+            assert f'name="csrf_token" value="{csrf}"' in form.text
+            made = [
+                (await c.post("/declare", data={**person, "csrf_token": csrf})).status_code
+                for _ in range(4)
+            ]
+            assert made == [200] * 4
+            # Without the desk form's token it is a public declaration, limited as one.
+            assert (await c.post("/declare", data=person)).status_code == 429
+        async with session(env, "ops") as (c, csrf):  # no personal data: not desk staff
+            r = await c.post("/declare", data={**person, "csrf_token": csrf})
+            assert r.status_code == 429
+        with Session(env.engine) as db:
+            entries = db.scalars(
+                select(AuditEntry).where(AuditEntry.action == "declaration.create")
+            ).all()
+        assert [e.actor for e in entries] == ["staff-bd"] * 4
+        assert entries[0].organisation_id == env.org["HN-BD-TYT"]
+        assert entries[0].after is not None and entries[0].after["name"] == "Lê Văn Tám"
+        assert "lookup_code_hash" not in entries[0].after
+    finally:
+        env.engine.dispose()
 
 
 async def test_a_declaration_gives_a_qr_stations_accept_and_a_code_that_finds_results(
