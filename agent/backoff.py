@@ -23,7 +23,7 @@ class Backoff:
     The n-th consecutive failure waits a random time between ``min_s`` and
     ``min(max_s, min_s * 2**n)`` (jitter spread over the whole window, so that a fleet of stations
     that lost the broker at the same moment does not come back in step). ``reset`` after a
-    connection that succeeded.
+    connection that proved itself (``agent.mqtt``: up long enough, or an acknowledgement).
     """
 
     def __init__(self, min_s: float, max_s: float, *, rng: random.Random | None = None) -> None:

@@ -8,6 +8,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -44,6 +45,8 @@ class _Connection:
         self.lost = threading.Event()
         self.established = threading.Event()
         """Set when the attempt is over: accepted (``up``), refused or lost."""
+        self.acked = threading.Event()
+        """Set when the server's acknowledgement came through this connection."""
 
 
 class MqttUplink:
@@ -61,7 +64,11 @@ class MqttUplink:
     clean session, so nothing paho queued on a dead connection is sent again by paho (the
     station resends what the server did not acknowledge, once, in order). Between attempts it
     waits ``Backoff(reconnect_min_s, reconnect_max_s)`` (jittered, capped); a connection that
-    gets no CONNACK within ``connect_timeout_s`` counts as failed.
+    gets no CONNACK within ``connect_timeout_s`` counts as failed. The backoff starts over only
+    once a connection has proved itself: it stayed up for ``keepalive_s`` or carried an
+    acknowledgement from the server. A connection the broker accepts and then drops at once (a
+    broker or proxy in trouble, a client id taken over) counts as failed too, so a flapping
+    link is retried less and less often instead of at ``reconnect_min_s`` forever.
     """
 
     def __init__(
@@ -105,6 +112,12 @@ class MqttUplink:
     def connected(self) -> bool:
         conn = self._conn
         return conn is not None and conn.up
+
+    @property
+    def failures(self) -> int:
+        """Connection attempts that failed in a row (the reconnect backoff's count); back to 0
+        once a connection has proved itself."""
+        return self._backoff.failures
 
     def start(self, sink: UplinkSink) -> None:
         self._sink = sink
@@ -171,13 +184,20 @@ class MqttUplink:
                 return
             if not conn.up:
                 return  # refused; on_connect logged why
-            self._backoff.reset()
+            up_at = time.monotonic()
             while not conn.lost.is_set() and not self._closing.wait(0.2):
-                pass
+                if self._backoff.failures and self._proved(conn, up_at):
+                    self._backoff.reset()
+            if self._proved(conn, up_at):
+                self._backoff.reset()
             if self._closing.is_set() and not conn.lost.is_set():
                 self._say_goodbye(conn)
         finally:
             self._teardown(conn)
+
+    def _proved(self, conn: _Connection, up_at: float) -> bool:
+        """Whether a connection has shown it works: long enough up, or an acknowledgement."""
+        return conn.acked.is_set() or time.monotonic() - up_at >= self._keepalive
 
     def _new_connection(self) -> _Connection:
         client = mqtt.Client(
@@ -207,7 +227,7 @@ class MqttUplink:
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             if conn is self._conn:
-                self._on_message(msg)
+                self._on_message(conn, msg)
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -271,11 +291,12 @@ class MqttUplink:
         conn.lost.set()
         conn.established.set()  # the attempt is over, whatever its outcome
 
-    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, conn: _Connection, msg: mqtt.MQTTMessage) -> None:
         kind = msg.topic.rsplit("/", 1)[-1]
         try:
             if kind == StationTopic.ACKS.value:
                 ack = decode(Ack, bytes(msg.payload))
+                conn.acked.set()
                 self._emit(Acked(tuple(ack.record_ids), server_time=ack.server_time))
             elif kind == StationTopic.SYNC.value:
                 self._emit(Synced(decode(Sync, bytes(msg.payload)).max_seq))

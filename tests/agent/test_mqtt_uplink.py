@@ -95,6 +95,14 @@ def server(broker: Broker) -> Iterator[Server]:
 
 def uplink(broker: Broker, port: int | None = None, **kwargs: object) -> MqttUplink:
     counter = iter(range(1, 1000))
+    settings: dict[str, object] = {
+        "keepalive_s": 5,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "connect_timeout_s": 3,
+        "rng": random.Random(3),
+        **kwargs,
+    }
     return MqttUplink(
         station_id="st-1",
         host=broker.host,
@@ -104,13 +112,28 @@ def uplink(broker: Broker, port: int | None = None, **kwargs: object) -> MqttUpl
         next_bd_seq=lambda: next(counter),
         clock_wall=lambda: 1.0,
         agent_version="test",
-        keepalive_s=5,
-        reconnect_min_s=0.1,
-        reconnect_max_s=0.5,
-        connect_timeout_s=3,
-        rng=random.Random(3),
-        **kwargs,  # type: ignore[arg-type]
+        **settings,  # type: ignore[arg-type]
     )
+
+
+class Windows(random.Random):
+    """Draws the shortest wait of each backoff window and records the window's ceiling."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.ceilings: list[float] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.ceilings.append(b)
+        return a
+
+
+def flap(proxy: TcpProxy, events: Events) -> None:
+    """The broker accepts the connection, then it drops at once."""
+    events.next(Connected)
+    proxy.cut()
+    events.next(Disconnected)
+    proxy.restore()
 
 
 def test_records_go_out_and_acks_and_the_seq_floor_come_back(
@@ -190,5 +213,67 @@ def test_a_stalled_network_is_noticed_and_left(broker: Broker, server: Server) -
             events.next(Disconnected, timeout=30)  # keepalive 5 s: no answer to PINGREQ
             proxy.restore()
             events.next(Connected, timeout=30)
+        finally:
+            up.close()
+
+
+def test_a_connection_dropped_right_after_it_is_accepted_does_not_reset_the_backoff(
+    broker: Broker, server: Server
+) -> None:
+    windows = Windows()
+    with TcpProxy((broker.host, broker.port)) as proxy:
+        up, events = (
+            uplink(broker, port=proxy.port, reconnect_min_s=0.05, reconnect_max_s=100, rng=windows),
+            Events(),
+        )
+        up.start(events)
+        try:
+            for _ in range(5):
+                flap(proxy, events)
+            events.next(Connected)
+        finally:
+            up.close()
+    # Each accepted-then-dropped connection counted as a failure: the window kept doubling
+    # (0.1, 0.2, 0.4 s, ...; attempts refused while the proxy was cut count as well).
+    ceilings = windows.ceilings
+    assert len(ceilings) >= 5
+    assert ceilings == sorted(set(ceilings))
+    assert ceilings[-1] >= 0.05 * 2**5
+
+
+def test_the_backoff_starts_over_after_an_acknowledgement_or_a_connection_that_stayed_up(
+    broker: Broker, server: Server
+) -> None:
+    windows = Windows()
+    with TcpProxy((broker.host, broker.port)) as proxy:
+        up, events = (
+            uplink(broker, port=proxy.port, reconnect_min_s=0.05, reconnect_max_s=100, rng=windows),
+            Events(),
+        )
+        up.start(events)
+        try:
+            for _ in range(3):
+                flap(proxy, events)
+            events.next(Connected)
+            assert windows.ceilings[-1] >= 0.4
+            # The server's acknowledgement arrives: this connection works.
+            server.send("st-1", StationTopic.ACKS, encode(Ack(record_ids=[uuid7()])))
+            events.next(Acked)
+            before = len(windows.ceilings)
+            proxy.cut()
+            events.next(Disconnected)
+            wait_for(lambda: len(windows.ceilings) > before, 10, "the next reconnect")
+            assert windows.ceilings[before] == 0.1  # the first window again
+            proxy.restore()
+            for _ in range(3):
+                flap(proxy, events)
+            events.next(Connected)
+            # No acknowledgement this time, but the connection stays up past the keepalive.
+            before = len(windows.ceilings)
+            wait_for(lambda: up.failures == 0, 15, "the connection to prove itself")
+            proxy.cut()
+            events.next(Disconnected)
+            wait_for(lambda: len(windows.ceilings) > before, 10, "the next reconnect")
+            assert windows.ceilings[before] == 0.1
         finally:
             up.close()
