@@ -11,7 +11,6 @@ same file twice.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import logging
 import sys
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from server.models import Organisation, ReportFile
 from server.reports import Metrics, Period, PeriodKind, Report, build_report
+from server.spreadsheet import append_row, csv_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,9 @@ def summary_rows(report: Report, lang: str) -> list[list[object]]:
 
 
 def to_csv(report: Report, lang: str) -> bytes:
-    """UTF-8 with a BOM, so that Excel opens the Vietnamese text correctly."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerows(summary_rows(report, lang))
-    return ("\ufeff" + buf.getvalue()).encode()
+    """UTF-8 with a BOM, so that Excel opens the Vietnamese text correctly; names kept as text
+    (``server.spreadsheet``)."""
+    return csv_bytes(summary_rows(report, lang))
 
 
 def to_xlsx(report: Report, lang: str) -> bytes:
@@ -131,12 +129,12 @@ def to_xlsx(report: Report, lang: str) -> bytes:
     ws = wb.active
     assert ws is not None
     ws.title = t("reports.summary")[:31]
-    ws.append([f"{t('reports.title_file')}: {report.node.name} — {report.period.label}"])
+    append_row(ws, [f"{t('reports.title_file')}: {report.node.name} — {report.period.label}"])
     ws["A1"].font = Font(bold=True, size=13)
     ws.append([f"{t('reports.generated_at')}: {report.generated_at:%Y-%m-%d %H:%M} UTC"])
     ws.append([])
     for i, line in enumerate(summary_rows(report, lang)):
-        ws.append(line)
+        append_row(ws, line)
         if i == 0:
             for cell in ws[ws.max_row]:
                 cell.font = Font(bold=True)
@@ -152,7 +150,8 @@ def to_xlsx(report: Report, lang: str) -> bytes:
     _widths(daily)
 
     st = wb.create_sheet(t("reports.stations")[:31])
-    st.append(
+    append_row(
+        st,
         [
             t("common.station"),
             t("reports.unit"),
@@ -160,14 +159,15 @@ def to_xlsx(report: Report, lang: str) -> bytes:
             t("reports.records"),
             t("reports.uptime"),
             t("reports.throughput"),
-        ]
+        ],
     )
     for cell in st[1]:
         cell.font = Font(bold=True)
     names = {r.org.id: r.org.name for r in report.rows}
     for s in report.stations:
         m = s.metrics
-        st.append(
+        append_row(
+            st,
             [
                 s.station_id,
                 names.get(s.facility_id or -1, ""),
@@ -175,7 +175,7 @@ def to_xlsx(report: Report, lang: str) -> bytes:
                 m.station_records,
                 None if m.uptime is None else round(m.uptime, 4),
                 None if m.throughput_per_h is None else round(m.throughput_per_h, 1),
-            ]
+            ],
         )
     _widths(st)
     out = io.BytesIO()

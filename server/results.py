@@ -11,8 +11,6 @@ and the correction carries its reason; both are in the audit log.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +38,7 @@ from server.notify import enqueue
 from server.result_csv import ParsedFile, RowStatus
 from server.samples import add_result, current_result, lock_tube, lock_tubes
 from server.signing import SlipRef, SlipSigner
+from server.spreadsheet import csv_bytes
 
 VALUES = ("positive", "negative", "invalid")
 MAX_REASON = 500
@@ -552,11 +551,10 @@ def _recall(session: Session, scope: Scope, tube: Tube, result: Result) -> Recal
 
 
 def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
-    """The recall lists as CSV (UTF-8 with a BOM for Excel)."""
+    """The recall lists as CSV (UTF-8 with a BOM for Excel). Names, addresses and phones come
+    from people (a self-declaration is public): ``server.spreadsheet`` keeps them text."""
     t = _translator(lang)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(
+    rows: list[list[object]] = [
         [
             t("recall.pool"),
             t("common.facility"),
@@ -569,11 +567,11 @@ def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
             t("recall.address"),
             t("recall.resampled"),
         ]
-    )
+    ]
     for pool in pools:
         for line in pool.lines:
             p = line.person
-            w.writerow(
+            rows.append(
                 [
                     pool.tube.code,
                     pool.facility.name if pool.facility else "",
@@ -587,4 +585,4 @@ def recall_csv(pools: Sequence[RecallPool], lang: str) -> bytes:
                     line.resampled_in or "",
                 ]
             )
-    return ("\ufeff" + buf.getvalue()).encode()
+    return csv_bytes(rows)

