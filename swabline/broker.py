@@ -10,6 +10,7 @@ production: users are added and revoked on the running broker, without a restart
 from __future__ import annotations
 
 import glob
+import importlib.resources
 import json
 import os
 import pwd
@@ -39,7 +40,9 @@ from server.broker_admin import (
 )
 from swabline.tls import CertPair, issue_server_cert, make_ca
 
-BROKER_DIR = Path(__file__).resolve().parent.parent / "broker"
+SHARED_CONF = "data/mosquitto.conf"
+"""The settings every Swabline broker shares, shipped in the package (``broker/mosquitto.conf``
+in the source tree links to it)."""
 SERVER_USER = DEFAULT_SERVER_USER
 ADMIN_USER = DEFAULT_ADMIN_USER
 DYNSEC_PLUGIN_NAME = "mosquitto_dynamic_security.so"
@@ -146,7 +149,8 @@ def render_config(
     log_lines: str,
     run_as: str | None = None,
 ) -> str:
-    """The whole Mosquitto configuration: listeners, plugin, then ``broker/mosquitto.conf``."""
+    """The whole Mosquitto configuration: listeners, plugin, then the shared settings
+    (``broker/mosquitto.conf``)."""
     out = []
     for listener in listeners:
         out.append(f"listener {listener.port} {listener.host}")
@@ -165,7 +169,8 @@ def render_config(
         f"persistence_location {persistence_dir}/",
         log_lines.rstrip("\n"),
     ]
-    return "\n".join(out) + "\n" + (BROKER_DIR / "mosquitto.conf").read_text()
+    shared = importlib.resources.files("swabline").joinpath(SHARED_CONF).read_text()
+    return "\n".join(out) + "\n" + shared
 
 
 class Broker:
