@@ -301,6 +301,13 @@ class WorkflowConfig(_Section):
         description="The same person sampled again at this station within this many seconds "
         "is recorded with a warning; 0 turns the warning off.",
     )
+    used_tube_window_s: float = Field(
+        7 * 86_400.0,
+        ge=3600,
+        description="A tube opened at this station longer ago than this is forgotten: its "
+        "label opens a new tube if scanned again (the server still flags the reused label), "
+        "and the session history stops keeping it.",
+    )
     person_formats: list[PersonFormatName] = Field(
         default_factory=lambda: list(_PERSON_FORMATS),
         min_length=1,

@@ -53,6 +53,9 @@ class WorkflowSettings:
     test_kind: TestKind = "rt_pcr"
     retest_window_s: float = 86_400.0
     require_staff: bool = False
+    used_tube_window_s: float = 7 * 86_400.0
+    """A tube opened longer ago than this is forgotten: its label may be opened again here
+    (the server still flags the reuse), and the session history stops keeping its opening."""
 
     @classmethod
     def from_config(cls, config: WorkflowConfig) -> WorkflowSettings:
@@ -67,6 +70,7 @@ class WorkflowSettings:
             test_kind=config.test_kind,
             retest_window_s=config.retest_window_s,
             require_staff=config.require_staff,
+            used_tube_window_s=config.used_tube_window_s,
         )
 
 
@@ -96,6 +100,8 @@ class SessionView:
     staff_name: str | None
     tube: TubeView | None
     used_tubes: frozenset[str]
+    """Tubes refused if scanned again: opened within the used-tube window, the last tube, and
+    rapid antigen tubes awaiting their result."""
     recent_persons: frozenset[str]
     """Persons sampled here within the retest window."""
     awaiting_results: frozenset[str]
@@ -115,6 +121,15 @@ class _Tube:
     result: ResultValue | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Used:
+    seq: int
+    """Of its ``tube_opened``."""
+    wall: float
+    """When it was opened (station wall clock)."""
+    kind: TestKind
+
+
 @dataclass
 class _Session:
     mode: Mode
@@ -125,8 +140,7 @@ class _Session:
     staff_name: str | None = None
     staff_seq: int | None = None
     tube: _Tube | None = None
-    used: dict[str, int] = field(default_factory=dict)  # tube -> seq of its tube_opened
-    kinds: dict[str, TestKind] = field(default_factory=dict)  # tube -> test kind
+    used: dict[str, _Used] = field(default_factory=dict)  # tube -> its tube_opened
     recent: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # key -> (seq, wall)
     awaiting: dict[str, int] = field(default_factory=dict)  # tube -> seq of its pool_closed
 
@@ -146,9 +160,11 @@ class SamplingWorkflow:
     Rules (each outcome has its signal):
 
     - A tube opens a pool (``POOL_OPENED``); the previous pool, if it has persons, closes
-      (reason ``next_tube``). A tube already used here is refused (``DUPLICATE``), and so is a
-      second tube while the open one has no person yet (``REJECTED``: two tubes with no person
-      between them is a wrong pairing; undo the empty tube or add its person).
+      (reason ``next_tube``). A tube already used here (within ``used_tube_window_s``; the
+      last tube and rapid tubes awaiting a result whatever their age) is refused
+      (``DUPLICATE``), and so is a second tube while the open one has no person yet
+      (``REJECTED``: two tubes with no person between them is a wrong pairing; undo the empty
+      tube or add its person).
     - A person joins the open pool (``SAVED``; ``WARNING`` if sampled here within the retest
       window, still recorded). No open tube: ``NO_OPEN_TUBE``. Already in this pool:
       ``DUPLICATE``. The pool closes itself when full (``POOL_FULL``, or ``RETEST_POOL_FULL``
@@ -169,6 +185,7 @@ class SamplingWorkflow:
         self._selected: str | None = None
         self._pending_selected: str | None = None
         self._adds = 0
+        self._opened_since_prune = 0
         self.skipped = 0
         """Records ``restore``/``stored`` could not use (data not valid under the contract)."""
 
@@ -201,12 +218,15 @@ class SamplingWorkflow:
         for record in records:
             self._apply(record)
         self._selected, self._pending_selected = self._pending_selected, None
+        if self._opened_since_prune >= _PRUNE_EVERY:
+            self._forget_old_tubes()
 
     def restore(self, records: Iterable[Record]) -> None:
         self._s = self._fresh()
         self._selected = self._pending_selected = None
         for record in sorted({r.seq: r for r in records}.values(), key=lambda r: r.seq):
             self._apply(record)
+        self._forget_old_tubes()  # not during the replay: a tube's close may follow
 
     def retain(self, records: Iterable[Record]) -> list[Record]:
         s, tube = self._s, self._s.tube
@@ -226,7 +246,10 @@ class SamplingWorkflow:
                 case Setting():
                     keep = record.seq in s.setting_seqs.values()
                 case TubeOpened():
-                    keep = s.used.get(data.tube) == record.seq
+                    used = s.used.get(data.tube)
+                    keep = (
+                        used is not None and used.seq == record.seq and self._remembers(data.tube)
+                    )
                 case PersonAdded():
                     keep = current or any(
                         seq == record.seq and self._within(wall)
@@ -269,7 +292,7 @@ class SamplingWorkflow:
                 persons=tuple(key for _, key in t.persons),
                 result=t.result,
             ),
-            used_tubes=frozenset(s.used),
+            used_tubes=frozenset(t for t in s.used if self._remembers(t)),
             recent_persons=frozenset(k for k, seen in s.recent.items() if self._recently(seen)),
             awaiting_results=frozenset(s.awaiting),
         )
@@ -294,7 +317,7 @@ class SamplingWorkflow:
         if name in s.awaiting:
             self._pending_selected = name
             return Decision(entries=(), signal=Signal.POOL_OPENED)
-        if name in s.used:
+        if name in s.used and self._remembers(name):
             return self._reject("tube already used", Signal.DUPLICATE, name)
         if tube is not None and not tube.persons:
             return self._reject(
@@ -447,8 +470,8 @@ class SamplingWorkflow:
                     test_kind=data.test_kind,
                     staff_id=data.staff_id,
                 )
-                s.used[data.tube] = record.seq
-                s.kinds[data.tube] = data.test_kind
+                s.used[data.tube] = _Used(record.seq, record.wall_time, data.test_kind)
+                self._opened_since_prune += 1
             case PersonAdded():
                 key = data.person.key
                 s.recent.setdefault(key, []).append((record.seq, record.wall_time))
@@ -462,7 +485,8 @@ class SamplingWorkflow:
                 if tube is not None and tube.tube == data.tube:
                     tube.closed = True
                     has_result = tube.result is not None
-                if s.kinds.get(data.tube) == "rapid_antigen" and not has_result:
+                used = s.used.get(data.tube)
+                if used is not None and used.kind == "rapid_antigen" and not has_result:
                     s.awaiting[data.tube] = record.seq
             case Undo():
                 s.awaiting.pop(data.tube, None)
@@ -493,6 +517,24 @@ class SamplingWorkflow:
 
     def _recently(self, seen: Iterable[tuple[int, float]]) -> bool:
         return any(self._within(wall) for _, wall in seen)
+
+    # --- the used-tube window ---------------------------------------------------------------
+
+    def _remembers(self, tube: str) -> bool:
+        """Whether ``tube`` still counts as used here: opened within the used-tube window, or
+        the last tube, or a rapid antigen tube awaiting its result (whatever its age)."""
+        s, used = self._s, self._s.used.get(tube)
+        if used is None:
+            return False
+        if (s.tube is not None and s.tube.tube == tube) or tube in s.awaiting:
+            return True
+        return self._now() - used.wall <= self.settings.used_tube_window_s
+
+    def _forget_old_tubes(self) -> None:
+        s = self._s
+        for tube in [t for t in s.used if not self._remembers(t)]:
+            del s.used[tube]
+        self._opened_since_prune = 0
 
     def _forget_old_persons(self) -> None:
         s = self._s

@@ -77,7 +77,7 @@ def test_single_mode_from_the_config() -> None:
     assert data(d)["mode"] == "single" and data(d)["pool_size"] == 1
 
 
-def test_a_tube_already_used_is_refused_forever(d: Driver) -> None:
+def test_a_tube_already_used_is_refused(d: Driver) -> None:
     d.scan(tube(1))
     d.scan(P1)
     d.scan(tube(2))
@@ -90,6 +90,49 @@ def test_a_tube_already_used_is_refused_forever(d: Driver) -> None:
         assert d.records[-1].code == tube(1)
     assert d.workflow.session().tube.tube == tube(2)  # type: ignore[union-attr]
     assert_restores(d)
+
+
+DAY = 86_400.0
+
+
+def test_a_tube_used_longer_ago_than_the_window_is_forgotten() -> None:
+    d = make(used_tube_window_s=7 * DAY)
+    d.scan(tube(1))
+    d.scan(P1)
+    d.scan(tube(2))
+    d.scan(P2)
+    d.clock.advance(3 * DAY)
+    d.scan(tube(3))
+    d.scan(P3)
+    d.clock.advance(4 * DAY + 1)  # tubes 1 and 2 are now a second older than the window
+    d.scan(tube(4))
+    d.scan(P4)
+    assert d.workflow.session().used_tubes == {tube(3), tube(4)}
+    # The history keeps no opening of a forgotten tube...
+    openings = [r.data["tube"] for r in d.workflow.retain(d.records) if r.kind == "tube_opened"]
+    assert openings == [tube(3), tube(4)]
+    assert_restores(d)
+    # ...and staff may open the label again (the server counts the reuse and flags it).
+    assert d.scan(tube(3)).signal is Signal.DUPLICATE
+    assert d.scan(tube(1)).signal is Signal.POOL_OPENED
+
+
+def test_the_last_tube_and_a_tube_awaiting_its_result_are_kept_whatever_their_age() -> None:
+    d = make(used_tube_window_s=DAY, mode="single", test_kind="rapid_antigen")
+    d.scan(tube(1))
+    d.scan(P1)  # closed, awaiting its rapid antigen result
+    d.scan(PCR)
+    d.scan(tube(2))
+    d.scan(P2)  # the last tube
+    d.clock.advance(10 * DAY)
+    view = d.workflow.session()
+    assert view.used_tubes == {tube(1), tube(2)}
+    assert view.awaiting_results == {tube(1)}
+    assert_restores(d)
+    assert d.scan(tube(2)).signal is Signal.DUPLICATE
+    assert d.scan(tube(1)).signal is Signal.POOL_OPENED  # selected for its result
+    assert d.scan(NEGATIVE).signal is Signal.SAVED
+    assert d.workflow.session().used_tubes == {tube(2)}  # result in: tube 1 may go now
 
 
 def test_scanning_the_open_tube_again_changes_nothing(d: Driver) -> None:
