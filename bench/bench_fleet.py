@@ -5,7 +5,9 @@ broker and server, while the fleet page is read and stations die and come back.
     python -m bench.bench_fleet --duration-s 1800     # the 30-minute run for the record
     python -m bench.bench_fleet --stations 200 --duration-s 60 --json-out /tmp/fleet.json
 
-Measures (printed as a table, and as JSON with ``--json-out``):
+Measures (printed as a table, and written as JSON with the machine, the load average and the
+command to ``bench/results/fleet-STATIONS-DURATIONs.json``, which ``python -m bench.report``
+turns into the fleet table of BENCHMARKS.md; ``--json-out FILE`` writes elsewhere):
 
 - response time of the fleet page (``/ops``, HTML) and of ``/api/ops/fleet`` (what the page
   fetches to update itself): p50, p95, p99, max, after a warm-up;
@@ -36,6 +38,7 @@ import os
 import random
 import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import statistics
@@ -54,6 +57,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.common import RESULTS, machine_info
 from protocol import Ack, Heartbeat, Record, Status, decode, encode
 from protocol.topics import StationTopic, topic
 from swabline.broker import SERVER_USER, Broker, free_port
@@ -565,8 +569,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-workers", type=int, default=1, help="server ingest processes (1)")
     p.add_argument("--db-url", default=None, help="database (default: SQLite in the work dir)")
     p.add_argument("--workdir", type=Path, default=None, help="keep files here (default: temp)")
-    p.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="write the results here (default: bench/results/fleet-STATIONS-DURATIONs.json)",
+    )
     args = p.parse_args(argv)
+    command = shlex.join(["python", "-m", "bench.bench_fleet", *(argv or sys.argv[1:])])
+    machine = machine_info()  # before the run: the load average of a quiet machine
 
     SIM.heartbeat_s, SIM.scans_per_hour = args.heartbeat_s, args.scans_per_hour
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="swabline-bench-fleet-"))
@@ -603,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         token = (workdir / "token").read_text().strip()
         http_ = Http(server.url, token)
         stations = [SimStation(sid, users[sid], random.Random(n)) for n, sid in enumerate(ids)]
-        for t in range(args.threads):
-            mux = Mux(stations[t :: args.threads], stop, f"mux-{t}")
+        for n in range(args.threads):
+            mux = Mux(stations[n :: args.threads], stop, f"mux-{n}")
             muxes.append(mux)
             mux.start()
         for mux in muxes:
@@ -697,7 +708,10 @@ def main(argv: list[str] | None = None) -> int:
 
         sent = sum(s.published for s in stations)
         results = {
-            "when": datetime.now(UTC).isoformat(),
+            "name": f"fleet-{args.stations}-{args.duration_s:.0f}s",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": command,
+            "machine": machine,
             "stations": args.stations,
             "heartbeat_s": args.heartbeat_s,
             "scans_per_hour_per_station": args.scans_per_hour,
@@ -749,10 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         broker.stop()
     print_table(results)
-    out = args.json_out or workdir / "bench_fleet.json"
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    out = args.json_out or RESULTS / f"fleet-{args.stations}-{args.duration_s:.0f}s.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"\nJSON: {out}")
-    if args.workdir is None and args.json_out is not None:
+    if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -94,7 +94,8 @@ def populate(engine: Engine, *, persons: int, samples: int, seed: int = 7) -> li
         facilities = _org_tree(db, 20)
         conn = db.connection()
         start = datetime.combine(MONTH, datetime.min.time(), VN).astimezone(UTC)
-        person_rows, tube_rows = [], []
+        person_rows: list[dict[str, Any]] = []
+        tube_rows: list[dict[str, Any]] = []
         total = max(persons, samples)
         for i in range(total):
             key = f"0{i:011d}"

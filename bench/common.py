@@ -15,6 +15,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,8 +38,10 @@ __all__ = [
     "percentile",
     "percentiles",
     "raw_passthrough",
+    "run_in_group",
     "run_simulate",
     "sample_payload",
+    "stop_group",
     "write_results",
 ]
 
@@ -250,9 +253,78 @@ def fresh_postgres(prefix: str = "swabline_bench") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_simulate(args: list[str], *, timeout_s: float = 3600) -> dict[str, Any]:
-    """Run ``swabline simulate --spawn ARGS`` in a child process and return its JSON summary,
-    with the exact command line (database URLs shortened to their kind) under ``command``."""
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal: still there
+        return True
+    return True
+
+
+def stop_group(pgid: int, *, grace_s: float = 30.0) -> None:
+    """End every process of the process group ``pgid``: SIGTERM, then SIGKILL to whatever is
+    still there after ``grace_s``. ``swabline simulate`` stops the broker and the server it
+    started on SIGTERM; SIGKILL is for a child that cannot."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_in_group(
+    argv: list[str], *, timeout_s: float, grace_s: float = 30.0, **popen: Any
+) -> tuple[int, str, str]:
+    """Run ``argv`` as the leader of a new process group; returns (exit code, stdout, stderr).
+
+    Whatever it starts (``simulate --spawn`` starts Mosquitto and a server, which starts its
+    ingest workers) is in the same group, and nothing of the group outlives this call: after
+    ``timeout_s``, on Ctrl-C, or if the child left anything behind, the group gets SIGTERM,
+    then SIGKILL after ``grace_s``. Raises ``TimeoutError`` after a timeout.
+    """
+    # Output goes to files, not pipes: a grandchild left holding a pipe would keep a reader
+    # waiting for its end long after the child exited.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True, **popen)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stop_group(proc.pid, grace_s=grace_s)
+            proc.wait()
+            err.seek(0)
+            said = err.read().decode(errors="replace")[-3000:]
+            raise TimeoutError(
+                f"{shlex.join(argv[:6])} ... did not finish within {timeout_s:.0f} s; stopped "
+                f"it and everything it started:\n{said}"
+            ) from None
+        except BaseException:
+            stop_group(proc.pid, grace_s=grace_s)
+            proc.wait()
+            raise
+        if _group_alive(proc.pid):  # the child exited but left something behind
+            stop_group(proc.pid, grace_s=grace_s)
+        out.seek(0)
+        err.seek(0)
+        return (
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+
+
+def run_simulate(args: list[str], *, timeout_s: float) -> dict[str, Any]:
+    """Run ``swabline simulate --spawn ARGS`` in a child process group and return its JSON
+    summary, with the exact command line (database URLs shortened to their kind) under
+    ``command``.
+
+    ``timeout_s`` bounds the whole child (start, backlog fill, connecting, running, draining,
+    the database check): make it longer than ``--duration`` plus ``--drain-timeout``. On
+    timeout the child, its Mosquitto and its server are stopped (``run_in_group``).
+    """
     with tempfile.TemporaryDirectory(prefix="swabline-bench-") as tmp:
         out = Path(tmp) / "summary.json"
         argv = [
@@ -272,13 +344,11 @@ def run_simulate(args: list[str], *, timeout_s: float = 3600) -> dict[str, Any]:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         load_before = os.getloadavg()
         t0 = time.monotonic()
-        proc = subprocess.run(
-            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        code, _stdout, stderr = run_in_group(argv, timeout_s=timeout_s, cwd=REPO, env=env)
         if not out.exists():
-            raise RuntimeError(f"simulate failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"simulate failed ({code}):\n{stderr[-3000:]}")
         summary: dict[str, Any] = json.loads(out.read_text())
-        summary["exit_code"] = proc.returncode
+        summary["exit_code"] = code
         summary["wall_s"] = round(time.monotonic() - t0, 1)
         summary["load_average_before"] = load_before
     shown = ["swabline", "simulate", "--spawn", *args]

@@ -4,7 +4,18 @@
     python -m bench.report --quick    # only the quick (development) results
 
 Every table row carries the command that produced it; every section names the machine, the
-date, the load average at the start and Mosquitto's raw pass-through measured in the same run.
+date, the load average at the start and, for the end-to-end runs, Mosquitto's raw pass-through
+measured in the same run.
+
+What it reads from ``bench/results/``:
+
+- ``scale``, ``rates``, ``workers``, ``storm`` (``python -m bench``; ``-quick`` when no full
+  size result exists);
+- ``hardware.json`` (``python -m bench.bench_hardware``);
+- the longest ``fleet-*.json`` (``python -m bench.bench_fleet``);
+- every other JSON holding one ``swabline simulate`` summary (``simulate --json FILE``, e.g.
+  ``storm-5000x200.json`` or ``stations-10000.json``, bare or wrapped as ``{"summary": ...}``):
+  one row each in the single-runs table, and a plot of each.
 """
 
 from __future__ import annotations
@@ -21,16 +32,67 @@ from bench.common import REPO, RESULTS
 
 BENCHMARKS = REPO / "BENCHMARKS.md"
 NAMES = ("scale", "rates", "workers", "storm")
+SECTIONS = (*NAMES, "singles", "hardware", "fleet")
 
 
-def load(name: str, quick_only: bool) -> dict[str, Any] | None:
+def _read(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    data["_file"] = path.name
+    return data
+
+
+def load(name: str, quick_only: bool, results: Path = RESULTS) -> dict[str, Any] | None:
+    """``NAME.json``, else ``NAME-quick.json`` (only the latter with ``quick_only``)."""
     for candidate in ([] if quick_only else [name]) + [f"{name}-quick"]:
-        path = RESULTS / f"{candidate}.json"
+        path = results / f"{candidate}.json"
         if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            data["_file"] = path.name
-            return data
+            return _read(path)
     return None
+
+
+def _simulate_summary(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``swabline simulate`` summary a JSON holds: bare, or under ``summary``."""
+    inner = data.get("summary", data)
+    if isinstance(inner, dict) and {"sent", "latency_s", "command"} <= inner.keys():
+        return inner
+    return None
+
+
+def load_singles(results: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every JSON holding a single ``swabline simulate`` run, by file name; each as
+    ``{"_file", "summary", "note", "machine"}``."""
+    taken = {f"{n}{q}.json" for n in NAMES for q in ("", "-quick")}
+    out = []
+    for path in sorted(results.glob("*.json")):
+        if path.name in taken:
+            continue
+        try:
+            data = _read(path)
+        except (OSError, ValueError):
+            continue
+        summary = _simulate_summary(data)
+        if summary is not None:
+            out.append(
+                {
+                    "_file": path.name,
+                    "summary": summary,
+                    "note": data.get("note"),
+                    "machine": data.get("machine"),
+                }
+            )
+    return out
+
+
+def load_fleet(results: Path = RESULTS) -> dict[str, Any] | None:
+    """The ``fleet-*.json`` of the longest run (the latest of equally long ones)."""
+    runs = []
+    for path in results.glob("fleet-*.json"):
+        data = _read(path)
+        if "pages" in data:
+            runs.append(data)
+    if not runs:
+        return None
+    return max(runs, key=lambda d: (d.get("duration_s", 0), d.get("date", "")))
 
 
 def _ms(v: float | None) -> str:
@@ -155,8 +217,8 @@ def section(name: str, data: dict[str, Any] | None) -> list[str]:
         out += table(data)
         out += [
             f"- Records: {s['sent']:,} made offline; {s['acknowledged']:,} acknowledged; "
-            f"in the database {db.get('stored', '-'):,} once each (stored twice: "
-            f"{db.get('stored_twice', '-')}, lost: {db.get('lost', '-')}).",
+            f"in the database {_num(db.get('stored'))} (lost: {db.get('lost', '-')}, displaced "
+            f"by another record: {db.get('seq_taken', '-')}, refused: {db.get('refused', '-')}).",
             f"- Time to drain: {_num(s['drain_s'], 1)} s; all stations connected after "
             f"{_num(s['connect_all_s'], 1)} s; resent {s['resends']:,}, acknowledged again "
             f"{s['repeat_acks']:,}.",
@@ -166,21 +228,162 @@ def section(name: str, data: dict[str, Any] | None) -> list[str]:
             "![reconnect storm: progress and memory](bench/results/storm.png)",
             "",
         ]
-        extra = RESULTS / "storm-1000x200.json"
-        if extra.exists():
-            e = json.loads(extra.read_text())["summary"]
-            eres, edb = e.get("resources", {}), e.get("database", {})
-            out += [
-                f"A larger single run, {e['stations']:,} stations x {e['backlog_per_station']} "
-                f"records (`{e['command']}`, {e['date']}): {e['sent']:,} records, "
-                f"{edb.get('stored', '-'):,} stored once, lost {edb.get('lost', '-')}; drained in "
-                f"{_num(e['drain_s'], 0)} s; resent {e['resends']:,}; broker "
-                f"{_rss(eres, 'broker')} MB, server {_rss(eres, 'server')} MB (max / end).",
-                "",
-                "![1,000 stations x 200 records](bench/results/storm-1000x200.png)",
-                "",
-            ]
     return out
+
+
+def _machine(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "not recorded"
+    load = ", ".join(f"{x:.2f}" for x in m["load_average"])
+    return f"{m['cpu']}, {m['cores']} cores, {m.get('memory_gb')} GB RAM; load at start {load}"
+
+
+def section_singles(singles: list[dict[str, Any]]) -> list[str]:
+    if not singles:
+        return ["No single runs kept.", ""]
+    out = [
+        "Single runs, one `swabline simulate` each, kept as their JSON and not regenerated by "
+        "`python -m bench` (no raw Mosquitto figure was measured with them):",
+        "",
+        "| file | date | stations | offered | throughput rec/s | p99 ms | all acked after s "
+        "| resent | broker RSS MB | server RSS MB | lost | displaced | machine | command |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- | --- |",
+    ]
+    notes = []
+    for single in singles:
+        s = single["summary"]
+        res = s.get("resources", {})
+        db = s.get("database", {})
+        offered = (
+            f"backlog {s['backlog_per_station']}/station"
+            if s.get("backlog_per_station")
+            else f"{_num(s.get('offered_rate_rps'))}/s for {_num(s.get('duration_s'))} s"
+        )
+        cells = [
+            f"`{single['_file']}`",
+            s["date"][:16].replace("T", " "),
+            f"{s['stations']:,}",
+            offered,
+            _num(s["throughput_rps"]),
+            _ms(s["latency_s"]["p99"]),
+            _num(s["drain_s"], 1),
+            f"{s['resends']:,}",
+            _num(res.get("broker", {}).get("rss_max_mb")),
+            _num(res.get("server", {}).get("rss_max_mb")),
+            str(db.get("lost", "-")),
+            str(db.get("seq_taken", "-")),
+            _machine(single.get("machine")),
+            f"`{s['command']}`",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+        stem = single["_file"].removesuffix(".json")
+        note = f": {single['note']}" if single.get("note") else ""
+        if s.get("series"):
+            notes.append(f"- `{single['_file']}`{note} ([plot](bench/results/{stem}.png))")
+        elif note:
+            notes.append(f"- `{single['_file']}`{note}")
+    return [*out, "", *notes, ""]
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def section_hardware(data: dict[str, Any] | None) -> list[str]:
+    if data is None:
+        return [
+            "No results yet: run `python -m bench.bench_hardware` then `python -m bench.report`.",
+            "",
+        ]
+    m = data["machine"]
+    d = data["decode"]
+    lat = data["terminator_to_feedback"]
+    quick = " **Quick (development) sizes.**" if data["_file"].endswith("-quick.json") else ""
+    out = [
+        f"Run {data['date']} from `{data['_file']}` (`{data['command']}`).{quick}",
+        f"Machine: {_machine(m)}; {m['os']}, Python {m['python']}.",
+        "",
+        "| measurement | result | goal |",
+        "| --- | --- | --- |",
+        f"| decode {d['scans']:,} scans × {d['chars_per_scan']} characters from raw key events "
+        f"({d['events']:,} events) | {d['events_per_s'] / 1e6:.2f} M events/s "
+        f"({d['scans_per_s']:,.0f} scans/s) | |",
+        f"| Enter event → `feedback.signal` call, {lat['scans']:,} scans through "
+        f"{lat['workflow']} (storage excluded): p50 | {lat['p50_ms']:.3f} ms | |",
+        f"| the same, p99 (max) | {lat['p99_ms']:.3f} ms ({lat['max_ms']:.3f} ms) "
+        f"| p99 < {lat['goal_p99_ms']:g} ms: {_verdict(lat['p99_ms'] < lat['goal_p99_ms'])} |",
+    ]
+    cases = data["camera_640x480"]
+    for label in ("qrcode+code128", "all symbologies"):
+        mine = {k.split(" / ", 1)[1]: v for k, v in cases.items() if k.startswith(label + " /")}
+        if not mine:
+            continue
+        names = " / ".join(mine)
+        means = " / ".join(f"{v['mean_ms']:.1f}" for v in mine.values())
+        p99s = " / ".join(f"{v['p99_ms']:.1f}" for v in mine.values())
+        out.append(
+            f"| zbar on a 640×480 frame, {label}: {names} | mean {means} ms; p99 {p99s} ms | |"
+        )
+    return [*out, ""]
+
+
+def section_fleet(data: dict[str, Any] | None) -> list[str]:
+    if data is None:
+        return [
+            "No results yet: run `python -m bench.bench_fleet --duration-s 1800` then "
+            "`python -m bench.report`.",
+            "",
+        ]
+    pages = data["pages"]
+    sc = data["status_change"]
+    two = sc["two_heartbeat_intervals_s"]
+    refresh = sc["fleet_page_refresh_s"]
+
+    def page(path: str) -> str:
+        p = pages[path]
+        return f"{p['p95_ms']:,.0f} ms (p50 {p['p50_ms']:,.0f}, max {p['max_ms']:,.0f}; n {p['n']})"
+
+    def status(key: str) -> tuple[str, bool]:
+        st = sc[key]
+        text = (
+            f"median {st['median_s']} s, max {st['max_s']} s ({st['n']} probes, "
+            f"{st['missed']} missed)"
+        )
+        return text, st["max_s"] is not None and st["missed"] == 0 and st["max_s"] <= two
+
+    out = [
+        f"Run {data['date']} from `{data['_file']}` (`{data['command']}`).",
+        f"Machine: {_machine(data.get('machine'))}.",
+        f"{data['stations']:,} simulated stations (real MQTT connections, one broker user each) "
+        f"heartbeating every {data['heartbeat_s']:g} s and scanning "
+        f"({data['scans_per_hour_per_station']:g} scans/h each), {data['duration_s']:,} s "
+        f"measured after {data['warmup_s']:g} s of warm-up; {data['database']}, "
+        f"{data['ingest_workers']} ingest worker(s). Status changes are timed in the API; the "
+        f"fleet page shows them at its next refresh (every {refresh:g} s).",
+        "",
+        "| measurement | result | goal |",
+        "| --- | --- | --- |",
+        f"| `/ops` page p95 | {page('/ops')} "
+        f"| < 300 ms: {_verdict(pages['/ops']['p95_ms'] < 300)} |",
+        f"| `/api/ops/fleet` p95 | {page('/api/ops/fleet')} | |",
+    ]
+    for key, what in (
+        ("death_to_offline", "killed station → offline"),
+        ("birth_to_online", "station back → online"),
+        ("silence_to_stale", "hung station → stale"),
+    ):
+        text, ok = status(key)
+        out.append(
+            f"| {what} | {text} | within two heartbeat intervals ({two:g} s): {_verdict(ok)} |"
+        )
+    for name, mem in data["memory_mb"].items():
+        out.append(
+            f"| memory of {name} (RSS) | {mem['first']} → {mem['last']} MB (peak {mem['peak']}); "
+            f"{mem['slope_second_half_mb_per_min']:+.2f} MB/min over the second half | stable over "
+            f"30 minutes{'' if data['duration_s'] >= 1800 else ': run shorter than 30 minutes'} |"
+        )
+    return [*out, ""]
 
 
 def _rss(resources: dict[str, Any], name: str) -> str:
@@ -188,7 +391,12 @@ def _rss(resources: dict[str, Any], name: str) -> str:
     return f"{r.get('rss_max_mb', '-')} / {r.get('rss_last_mb', '-')}"
 
 
-def plots(results: dict[str, dict[str, Any] | None]) -> list[Path]:
+def plots(
+    results: dict[str, dict[str, Any] | None],
+    singles: list[dict[str, Any]],
+    out_dir: Path = RESULTS,
+) -> list[Path]:
+    """The PNGs of the sections (and one per single run), written to ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,9 +405,14 @@ def plots(results: dict[str, dict[str, Any] | None]) -> list[Path]:
     written = []
 
     def finish(fig: Any, name: str, data: dict[str, Any]) -> None:
-        m = data["machine"]
+        m = data.get("machine")
+        where = (
+            f" · {m['cpu']} ×{m['cores']} · load {m['load_average'][0]:.1f}"
+            if m
+            else " · machine not recorded"
+        )
         fig.suptitle(
-            f"{data['date'][:10]} · {m['cpu']} ×{m['cores']} · load {m['load_average'][0]:.1f}"
+            f"{data['date'][:10]}{where}"
             + (
                 f" · raw Mosquitto {data['raw']['throughput_rps']:,.0f} msg/s"
                 if "raw" in data
@@ -209,7 +422,7 @@ def plots(results: dict[str, dict[str, Any] | None]) -> list[Path]:
             fontsize=9,
         )
         fig.tight_layout()
-        path = RESULTS / f"{name}.png"
+        path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -281,32 +494,31 @@ def plots(results: dict[str, dict[str, Any] | None]) -> list[Path]:
         a1.grid(True, axis="y", alpha=0.3)
         finish(fig, "workers", data)
 
-    storms = []
-    if results.get("storm"):
-        storms.append(("storm", results["storm"]))
-    extra = RESULTS / "storm-1000x200.json"
-    if extra.exists():
-        single = json.loads(extra.read_text())
-        single["_file"] = extra.name
-        single["date"] = single["summary"]["date"]
-        single["runs"] = [{"summary": single["summary"]}]
-        storms.append(("storm-1000x200", single))
-    for png, data in storms:
-        s = data["runs"][0]["summary"]
+    storms: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    storm = results.get("storm")
+    if storm:
+        storms.append(("storm", storm["runs"][0]["summary"], storm))
+    for single in singles:
+        s = single["summary"]
+        meta = {"_file": single["_file"], "date": s["date"], "machine": single.get("machine")}
+        storms.append((single["_file"].removesuffix(".json"), s, meta))
+    for png, s, data in storms:
+        points = s.get("series")
+        if not points:
+            continue
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        series = s["series"]
-        a1.plot([p[0] for p in series], [p[2] for p in series], label="acknowledged")
-        a1.plot(
-            [p[0] for p in series],
-            [p[3] * s["backlog_per_station"] for p in series],
-            linestyle=":",
-            label="connected stations × backlog",
-        )
-        a1.set(
-            xlabel="seconds since reconnect",
-            ylabel="records",
-            title=f"{s['stations']:,} stations × {s['backlog_per_station']} records",
-        )
+        a1.plot([p[0] for p in points], [p[2] for p in points], label="acknowledged")
+        if s["backlog_per_station"]:
+            a1.plot(
+                [p[0] for p in points],
+                [p[3] * s["backlog_per_station"] for p in points],
+                linestyle=":",
+                label="connected stations × backlog",
+            )
+            title = f"{s['stations']:,} stations × {s['backlog_per_station']} records"
+        else:
+            title = f"{s['stations']:,} stations, {_num(s.get('offered_rate_rps'))} records/s"
+        a1.set(xlabel="seconds since the stations connected", ylabel="records", title=title)
         for name, res in s.get("resources", {}).items():
             pts = res["rss_mb_series"]
             a2.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
@@ -322,15 +534,33 @@ def plots(results: dict[str, dict[str, Any] | None]) -> list[Path]:
     return written
 
 
-def update_markdown(results: dict[str, dict[str, Any] | None]) -> None:
-    text = BENCHMARKS.read_text()
-    for name in NAMES:
+def render(
+    results: dict[str, dict[str, Any] | None],
+    singles: list[dict[str, Any]],
+    hardware: dict[str, Any] | None,
+    fleet: dict[str, Any] | None,
+) -> dict[str, list[str]]:
+    """The body of every generated section of BENCHMARKS.md, by marker name."""
+    bodies = {name: section(name, results[name]) for name in NAMES}
+    bodies["singles"] = section_singles(singles)
+    bodies["hardware"] = section_hardware(hardware)
+    bodies["fleet"] = section_fleet(fleet)
+    return bodies
+
+
+def update_markdown(bodies: dict[str, list[str]], path: Path = BENCHMARKS) -> None:
+    text = path.read_text()
+    for name in SECTIONS:
         pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.DOTALL)
         if not pattern.search(text):
-            raise SystemExit(f"BENCHMARKS.md lacks the markers of section {name!r}")
-        body = "\n".join(section(name, results[name]))
-        text = pattern.sub(lambda m, b=body: m.group(1) + b + "\n" + m.group(2), text)
-    BENCHMARKS.write_text(text)
+            raise SystemExit(f"{path.name} lacks the markers of section {name!r}")
+        body = "\n".join(bodies[name])
+
+        def fill(m: re.Match[str], body: str = body) -> str:
+            return m.group(1) + body + "\n" + m.group(2)
+
+        text = pattern.sub(fill, text)
+    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,9 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="use only the quick results")
     args = parser.parse_args(argv)
     results = {name: load(name, args.quick) for name in NAMES}
-    for path in plots(results):
+    singles = load_singles()
+    hardware = load("hardware", args.quick)
+    fleet = load_fleet()
+    for path in plots(results, singles):
         print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
-    update_markdown(results)
+    update_markdown(render(results, singles, hardware, fleet))
     print(f"updated {BENCHMARKS.relative_to(REPO)}", file=sys.stderr)
     return 0
 

@@ -14,6 +14,17 @@ QUICK_SUFFIX = "-quick"
 SERVER_ARGS: list[str] = []
 """Extra ``swabline simulate`` options for every run (``python -m bench --server-source``)."""
 
+DRAIN_TIMEOUT_S = 1800
+"""``--drain-timeout`` of every run but the storm: time for the acknowledgements to catch up
+after scanning stops. The largest full-size runs (4,000 records/s offered for 60 s, 100,000
+waiting records) need up to about 10 minutes at 400 records/s."""
+STORM_DRAIN_TIMEOUT_S = 3 * 3600
+"""The 5,000 x 200 storm: 1,000,000 records at 100-500 records/s take 35 minutes to 3 hours."""
+OVERHEAD_S = 1800
+"""Child time beyond scanning and draining: starting the broker with every station's user and
+the server, filling the offline backlog (1,000,000 records: up to a few minutes), connecting
+10,000 stations, checking every record in the database, stopping."""
+
 
 def _say(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
@@ -28,10 +39,14 @@ def _database(db: str) -> Iterator[list[str]]:
         yield []  # simulate --spawn uses SQLite in its workdir
 
 
-def _run(args: list[str], db: str) -> dict[str, Any]:
+def _run(
+    args: list[str], db: str, *, duration_s: float = 0, drain_timeout_s: float = DRAIN_TIMEOUT_S
+) -> dict[str, Any]:
+    args = [*args, "--drain-timeout", str(drain_timeout_s)]
     _say("swabline simulate --spawn " + " ".join(args))
+    budget = duration_s + drain_timeout_s + OVERHEAD_S
     with _database(db) as dbargs:
-        summary = run_simulate([*args, *SERVER_ARGS, *dbargs])
+        summary = run_simulate([*args, *SERVER_ARGS, *dbargs], timeout_s=budget)
     lat = summary["latency_s"]
     _say(
         f"  -> {summary['throughput_rps']:.0f} rec/s, p99 {lat['p99'] * 1000:.0f} ms, "
@@ -70,7 +85,11 @@ def bench_scale(*, quick: bool, db: str) -> Path:
     raw = _raw(quick)
     runs = []
     for n in stations:
-        s = _run(["--stations", str(n), "--rate", str(rate), "--duration", str(duration)], db)
+        s = _run(
+            ["--stations", str(n), "--rate", str(rate), "--duration", str(duration)],
+            db,
+            duration_s=duration,
+        )
         runs.append({"series": "fixed", "stations": n, "summary": s})
     for n in stations:
         per = max(1, total_backlog // n)
@@ -97,7 +116,11 @@ def bench_rates(*, quick: bool, db: str) -> Path:
     raw = _raw(quick)
     runs = []
     for r in rates:
-        s = _run(["--stations", str(stations), "--rate", str(r), "--duration", str(duration)], db)
+        s = _run(
+            ["--stations", str(stations), "--rate", str(r), "--duration", str(duration)],
+            db,
+            duration_s=duration,
+        )
         runs.append({"series": "rate", "offered_rps": r, "summary": s})
     return write_results(
         _name("rates", quick),
@@ -126,7 +149,11 @@ def bench_storm(*, quick: bool, db: str) -> Path:
     """5,000 stations with 200 records each waiting reconnect at once."""
     stations, per = (500, 20) if quick else (5000, 200)
     raw = _raw(quick)
-    s = _run(["--stations", str(stations), "--backlog", str(per), "--drain-timeout", "3600"], db)
+    s = _run(
+        ["--stations", str(stations), "--backlog", str(per)],
+        db,
+        drain_timeout_s=600 if quick else STORM_DRAIN_TIMEOUT_S,
+    )
     return write_results(
         _name("storm", quick),
         {
