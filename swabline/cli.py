@@ -124,9 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C stops everything.",
     )
     p.add_argument("--stations", type=int, default=3, help="how many stations (default 3)")
-    p.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080)")
     p.add_argument(
-        "--mqtt-port", type=int, default=18830, help="broker port (default 18830; 0: any free)"
+        "--http-port",
+        type=int,
+        default=None,
+        help="dashboard port (default 8080, or a free one if 8080 is taken; 0: any free)",
+    )
+    p.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=None,
+        help="broker port (default 18830, or a free one if 18830 is taken; 0: any free)",
     )
     p.add_argument("--workdir", type=Path, default=None, help="keep state here (default: temp)")
     p.add_argument("--scans-per-minute", type=float, default=30.0, help="per station (default 30)")
