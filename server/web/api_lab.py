@@ -164,22 +164,43 @@ def api_enter_result(
 
 
 @router.post("/api/lab/results/import", responses=ERRORS)
-async def api_import_results(
+def api_import_results(
     request: Request,
     caller: Caller,
     db: Db,
     services: Services,
     file: Annotated[UploadFile, File(description="The lab's CSV export (UTF-8, BOM allowed).")],
     apply: Annotated[bool, Query(description="Record the results if every row is valid.")] = False,
+    map_tube: Annotated[
+        Text | None, Query(max_length=200, description="The file's column with the tube code.")
+    ] = None,
+    map_result: Annotated[
+        Text | None, Query(max_length=200, description="The file's column with the result.")
+    ] = None,
+    map_reported_at: Annotated[
+        Text | None, Query(max_length=200, description="The file's column with the result date.")
+    ] = None,
+    map_test_kind: Annotated[
+        Text | None, Query(max_length=200, description="The file's column with the test kind.")
+    ] = None,
 ) -> ImportOut:
     """Check (and with ``apply=true`` record) a CSV of results: all rows or none. Columns are
-    matched by name (Vietnamese or English, see docs/lab-and-results.md)."""
+    matched by name (Vietnamese or English, see docs/lab-and-results.md), or named with the
+    ``map_*`` parameters."""
     caller.require(Permission.RESULT_WRITE)
     limit = services.config.lab.import_max_bytes
-    data = await file.read(limit + 1)
+    data = file.file.read(limit + 1)  # a plain def: run in the thread pool, not the event loop
     if len(data) > limit:
         raise BadRequestError(f"the file is larger than {limit} bytes")
-    parsed = parse_results_csv(data, tz=services.tz)
+    mapping = {
+        "tube": map_tube,
+        "result": map_result,
+        "reported_at": map_reported_at,
+        "test_kind": map_test_kind,
+    }
+    parsed = parse_results_csv(
+        data, mapping={k: v for k, v in mapping.items() if v}, tz=services.tz
+    )
     outcome = results_service.import_results(
         db,
         caller,

@@ -406,7 +406,7 @@ def lab_import_page(request: Request, caller: PageCaller, db: Db) -> Response:
 
 
 @router.post("/lab/import")
-async def lab_import(
+def lab_import(
     request: Request,
     caller: PageCaller,
     db: Db,
@@ -421,11 +421,13 @@ async def lab_import(
     map_test_kind: Annotated[Text, Form(max_length=200)] = "",
     csrf_token: Annotated[str | None, Form(max_length=100)] = None,
 ) -> Response:
+    # A plain ``def``: FastAPI runs it in its thread pool, so reading and checking a large file
+    # never holds up the event loop that serves every other page and scanner field.
     check_form_csrf(caller, csrf_token)
     use_locale(request, db, caller)
     limit = services.config.lab.import_max_bytes
     if file is not None and file.filename:
-        data = await file.read(limit + 1)
+        data = file.file.read(limit + 1)
         name = file.filename
     elif content_b64:
         try:

@@ -311,6 +311,77 @@ async def enter(env: Env, box: str, tube: str, value: str) -> None:
         assert r.status_code == 303
 
 
+async def test_a_large_import_does_not_hold_up_other_requests(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a file is being checked (held here until a citizen's lookup and a scan have been
+    answered), the server goes on serving: the import runs in the thread pool, not in the
+    event loop that serves every page."""
+    import threading
+
+    import anyio
+
+    from server.web import lab_pages
+
+    started, release = threading.Event(), threading.Event()
+    real_parse = lab_pages.parse_results_csv
+
+    def slow_parse(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        release.wait(20)  # a long file; in an event loop this would freeze the server
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(lab_pages, "parse_results_csv", slow_parse)
+    rows = "".join(f"T-BIG-{i:05d},negative\n" for i in range(20_000))
+    big = ("tube,result\n" + rows).encode()
+    async with session(env, "lab") as (c, csrf), anyio.create_task_group() as tg:
+        answers: dict[str, Any] = {}
+
+        async def do_import() -> None:
+            answers["import"] = await c.post(
+                "/lab/import",
+                data={"action": "check", "csrf_token": csrf},
+                files={"file": ("big.csv", big, "text/csv")},
+            )
+
+        tg.start_soon(do_import)
+        assert await anyio.to_thread.run_sync(started.wait, 20)
+        async with env.client() as anon:
+            answers["lookup"] = await anon.post(
+                "/lookup", data={"id_number": "079303009999", "birth_date": "1999-04-30"}
+            )
+        answers["scan"] = await c.post(
+            "/lab/results/tube", data={"code": "T-BD-1", "csrf_token": csrf}, headers=JSON
+        )
+        answered_during_import = "import" not in answers
+        release.set()
+    assert answered_during_import
+    assert answers["lookup"].status_code == 200 and answers["scan"].status_code == 404
+    assert answers["import"].status_code == 200
+    assert "Không có ống T-BIG-00000" in answers["import"].text  # the whole file was checked
+
+
+async def test_the_import_api_takes_a_column_mapping(env: Env) -> None:
+    async with session(env, "lab") as (c, csrf):
+        await receive(c, csrf, env, "THUNG-08", "T-BD-1")
+    data = b"Cot A;Cot B\nT-BD-1;negative\n"
+    async with env.client("lab") as api:
+        guessed = await api.post(
+            "/api/lab/results/import", files={"file": ("lis.csv", data, "text/csv")}
+        )
+        assert guessed.status_code == 200 and guessed.json()["errors"] == 1
+        mapped = await api.post(
+            "/api/lab/results/import?apply=true&map_tube=Cot%20A&map_result=Cot%20B",
+            files={"file": ("lis.csv", data, "text/csv")},
+        )
+    body = mapped.json()
+    assert (body["applied"], body["new"], body["mapping"]) == (
+        True,
+        1,
+        {"tube": "Cot A", "result": "Cot B"},
+    )
+
+
 async def test_people_sampled_with_a_health_qr_look_up_by_qid_or_unmasked_number(
     env: Env,
 ) -> None:
