@@ -21,6 +21,9 @@ class Tally:
     """Scans refused with a signal (nothing stored), e.g. disk full."""
     resent: int = 0
     """Copies the server received again and discarded (counted, acknowledged, not stored)."""
+    sent_again: int = 0
+    """Records the stations sent again on the same connection because the server seemed to
+    have lost them (their resend rule; reconnects, which send everything again, not counted)."""
     unsignalled: int = 0
     """Stored, but the station died between the disk sync and the signal."""
 
