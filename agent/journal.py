@@ -26,9 +26,9 @@ kept aside for inspection and the lines after it are still applied.
 The cost of a change does not grow with the size of the database: only the table TinyDB rebuilt
 is compared with its previous version (TinyDB builds a new dict for the table it modifies and
 hands the others over untouched), so callers should keep tables small (the outbox splits records
-into segments of 1000). Documents modified in place by ``Table.update`` are noticed through the
-document class this storage hands to TinyDB; values nested inside a document must not be mutated
-in place (TinyDB's own operations never do).
+into segments of ``agent.outbox.SEGMENT_SIZE``, 250 records). Documents modified in place by
+``Table.update`` are noticed through the document class this storage hands to TinyDB; values
+nested inside a document must not be mutated in place (TinyDB's own operations never do).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The station's outbox: every record stays here until the server acknowledges it.
 
-Records live in TinyDB tables of ``SEGMENT_SIZE`` records each (``records.<seq // 1000>``,
+Records live in TinyDB tables of ``SEGMENT_SIZE`` records each (``records.<seq // 250>``,
 document id = seq), so that a change touches one small table whatever the backlog. An
 acknowledgement adds the seq to ``acked.<segment>`` with the time it arrived; acknowledged
 records are kept for the retention time and then purged (they hold personal data), oldest
