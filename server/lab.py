@@ -3,7 +3,9 @@ lab tube by tube, and closing the reception with missing and unexpected tubes fl
 
 Used by the web pages (a keyboard-mode scanner typing into a field) and by ingest, for
 ``tube_received`` records from lab stations. Every step writes the sample lifecycle
-(``shipped``, ``received_at_lab``) through ``server.samples``.
+(``shipped``, ``received_at_lab``) through ``server.samples``. Every write made for a person
+(``actor``) is in the audit log with its before and after; a lab station's records are their own
+trail.
 
 A box label is reused box after box, so a code names at most one batch that is not closed.
 A lab may receive a box nobody packed in Swabline (the samples came before the list): it gets
@@ -16,12 +18,15 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from protocol import Record
 from protocol.events import TubeReceived
+from server.access import Principal
+from server.audit import audit, snapshot
 from server.errors import BadRequestError, ConflictError, NotFoundError
 from server.models import (
     BatchStatus,
@@ -82,6 +87,37 @@ class BatchView:
         return sum(1 for line in self.lines if self.flag(line) == flag)
 
 
+def _audit(
+    session: Session,
+    actor: Principal | None,
+    remote_addr: str | None,
+    action: str,
+    batch: LabBatch,
+    *,
+    tube: str | None = None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """An audit entry for a person's write: on the batch, or on one tube of it."""
+    if actor is None:
+        return
+    audit(
+        session,
+        actor,
+        action,
+        object_type="tube" if tube is not None else "lab_batch",
+        object_id=tube if tube is not None else batch.id,
+        organisation_id=batch.lab_id or batch.origin_id,
+        before=before,
+        after=after,
+        remote_addr=remote_addr,
+    )
+
+
+def _tube_state(tube: Tube, line: LabBatchTube | None) -> dict[str, Any]:
+    return {"status": tube.status, "lab_id": tube.lab_id, "batch_line": snapshot(line)}
+
+
 def clean_code(code: str, what: str = "code") -> str:
     code = code.strip()
     if not code or len(code) > MAX_CODE or not code.isprintable():
@@ -112,7 +148,14 @@ def ensure_tube(session: Session, code: str, now: datetime) -> tuple[Tube, bool]
 # --- packing at the sampling site -------------------------------------------------------------
 
 
-def start_packing(session: Session, *, code: str, origin_id: int, user_id: int | None) -> LabBatch:
+def start_packing(
+    session: Session,
+    *,
+    code: str,
+    origin_id: int,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
+) -> LabBatch:
     code = clean_code(code, "box code")
     existing = open_batch(session, code)
     if existing is not None:
@@ -124,14 +167,22 @@ def start_packing(session: Session, *, code: str, origin_id: int, user_id: int |
         status=BatchStatus.PACKING.value,
         origin_id=origin_id,
         created_at=datetime.now(UTC),
-        created_by=user_id,
+        created_by=actor.user_id if actor else None,
     )
     session.add(batch)
     session.flush()
+    _audit(session, actor, remote_addr, "batch.pack", batch, before=None, after=snapshot(batch))
     return batch
 
 
-def pack_tube(session: Session, batch: LabBatch, tube_code: str) -> ScanOutcome:
+def pack_tube(
+    session: Session,
+    batch: LabBatch,
+    tube_code: str,
+    *,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
+) -> ScanOutcome:
     if batch.status != BatchStatus.PACKING:
         raise ConflictError(f"box {batch.code} is {batch.status}: tubes can no longer be added")
     now = datetime.now(UTC)
@@ -143,12 +194,31 @@ def pack_tube(session: Session, batch: LabBatch, tube_code: str) -> ScanOutcome:
     ).first()
     if line is not None:
         return ScanOutcome.ALREADY_PACKED
-    session.add(LabBatchTube(batch_id=batch.id, tube_id=tube.id, expected=True, packed_at=now))
+    before = _tube_state(tube, None)
+    line = LabBatchTube(batch_id=batch.id, tube_id=tube.id, expected=True, packed_at=now)
+    session.add(line)
     session.flush()
+    _audit(
+        session,
+        actor,
+        remote_addr,
+        "batch.pack_tube",
+        batch,
+        tube=tube.code,
+        before=before,
+        after=_tube_state(tube, line),
+    )
     return ScanOutcome.PACKED
 
 
-def ship(session: Session, batch: LabBatch, *, lab_id: int | None, user_id: int | None) -> int:
+def ship(
+    session: Session,
+    batch: LabBatch,
+    *,
+    lab_id: int | None,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
+) -> int:
     """Mark a packed box shipped: a ``shipped`` event for every tube on it. Returns the count."""
     if batch.status != BatchStatus.PACKING:
         raise ConflictError(f"box {batch.code} is {batch.status}, not being packed")
@@ -158,6 +228,7 @@ def ship(session: Session, batch: LabBatch, *, lab_id: int | None, user_id: int 
     )
     if not tube_ids:
         raise BadRequestError(f"box {batch.code} is empty")
+    before = snapshot(batch)
     for tid in tube_ids:
         record_event(
             session,
@@ -165,12 +236,15 @@ def ship(session: Session, batch: LabBatch, *, lab_id: int | None, user_id: int 
             kind=SampleStage.SHIPPED,
             at=now,
             facility_id=batch.origin_id,
-            user_id=user_id,
+            user_id=actor.user_id if actor else None,
             details={"batch": batch.code, "batch_id": batch.id},
         )
     batch.status = BatchStatus.SHIPPED.value
     batch.shipped_at = now
     batch.lab_id = lab_id
+    session.flush()
+    after = {**(snapshot(batch) or {}), "tubes": len(tube_ids)}
+    _audit(session, actor, remote_addr, "batch.ship", batch, before=before, after=after)
     return len(tube_ids)
 
 
@@ -182,7 +256,8 @@ def start_reception(
     *,
     code: str,
     lab_id: int | None,
-    user_id: int | None = None,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
     station_id: str | None = None,
     at: datetime | None = None,
 ) -> LabBatch:
@@ -196,13 +271,14 @@ def start_reception(
         return batch
     if batch is not None and batch.status == BatchStatus.PACKING:
         # Shipped without anyone pressing "ship": the manifest so far is what left.
-        ship(session, batch, lab_id=lab_id, user_id=user_id)
+        ship(session, batch, lab_id=lab_id, actor=actor, remote_addr=remote_addr)
+    before = snapshot(batch)
     if batch is None:
         batch = LabBatch(
             code=code,
             status=BatchStatus.RECEIVING.value,
             created_at=now,
-            created_by=user_id,
+            created_by=actor.user_id if actor else None,
             station_id=station_id,
         )
         session.add(batch)
@@ -211,6 +287,9 @@ def start_reception(
     batch.received_at = now
     batch.station_id = batch.station_id or station_id
     session.flush()
+    _audit(
+        session, actor, remote_addr, "batch.receive", batch, before=before, after=snapshot(batch)
+    )
     return batch
 
 
@@ -221,7 +300,8 @@ def receive_tube(
     lab_id: int | None,
     batch: LabBatch | None = None,
     at: datetime | None = None,
-    user_id: int | None = None,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
     station_id: str | None = None,
     record_id: str | None = None,
 ) -> ScanOutcome:
@@ -229,6 +309,7 @@ def receive_tube(
     line in ``batch``."""
     now = datetime.now(UTC)
     when = at or now
+    user_id = actor.user_id if actor else None
     tube, known = ensure_tube(session, clean_code(tube_code, "tube code"), now)
     if batch is not None and batch.status != BatchStatus.RECEIVING:
         raise ConflictError(f"box {batch.code} is {batch.status}, not being received")
@@ -250,11 +331,17 @@ def receive_tube(
                 LabBatchTube.batch_id == batch.id, LabBatchTube.tube_id == tube.id
             )
         ).first()
+    before = _tube_state(tube, line)
     if already:
         if line is not None and line.received_at is None:
             line.received_at, line.received_by, line.station_id = when, user_id, station_id
         elif line is None and batch is not None:
-            session.add(_line(batch, tube, when, user_id, station_id, record_id))
+            line = _line(batch, tube, when, user_id, station_id, record_id)
+            session.add(line)
+        else:
+            return ScanOutcome.ALREADY_RECEIVED
+        session.flush()
+        _audit_received(session, actor, remote_addr, batch, tube, before, line)
         return ScanOutcome.ALREADY_RECEIVED
     record_event(
         session,
@@ -268,23 +355,60 @@ def receive_tube(
         details={"batch": batch.code} if batch is not None else None,
     )
     outcome = ScanOutcome.RECEIVED if known else ScanOutcome.UNKNOWN_TUBE
-    if batch is None:
-        return outcome
-    if line is None:
+    if line is None and batch is not None:
         manifest = session.scalar(
             select(func.count())
             .select_from(LabBatchTube)
             .where(LabBatchTube.batch_id == batch.id, LabBatchTube.expected.is_(True))
         )
-        session.add(_line(batch, tube, when, user_id, station_id, record_id))
-        session.flush()
+        line = _line(batch, tube, when, user_id, station_id, record_id)
+        session.add(line)
         if manifest:
-            return ScanOutcome.UNEXPECTED
-        return outcome
-    line.received_at, line.received_by = when, user_id
-    line.station_id, line.record_id = station_id, record_id
+            outcome = ScanOutcome.UNEXPECTED
+    elif line is not None:
+        line.received_at, line.received_by = when, user_id
+        line.station_id, line.record_id = station_id, record_id
     session.flush()
+    _audit_received(session, actor, remote_addr, batch, tube, before, line)
     return outcome
+
+
+def _audit_received(
+    session: Session,
+    actor: Principal | None,
+    remote_addr: str | None,
+    batch: LabBatch | None,
+    tube: Tube,
+    before: dict[str, Any],
+    line: LabBatchTube | None,
+) -> None:
+    if actor is None:
+        return
+    session.refresh(tube)  # its status moved in SQL (server.samples.record_event)
+    after = _tube_state(tube, line)
+    if batch is None:
+        audit(
+            session,
+            actor,
+            "batch.receive_tube",
+            object_type="tube",
+            object_id=tube.code,
+            organisation_id=tube.lab_id,
+            before=before,
+            after=after,
+            remote_addr=remote_addr,
+        )
+        return
+    _audit(
+        session,
+        actor,
+        remote_addr,
+        "batch.receive_tube",
+        batch,
+        tube=tube.code,
+        before=before,
+        after=after,
+    )
 
 
 def _line(
@@ -306,14 +430,27 @@ def _line(
     )
 
 
-def close_batch(session: Session, batch: LabBatch) -> BatchView:
+def close_batch(
+    session: Session,
+    batch: LabBatch,
+    *,
+    actor: Principal | None = None,
+    remote_addr: str | None = None,
+) -> BatchView:
     """Finish the reception: manifest tubes never scanned are from now on missing."""
     if batch.status != BatchStatus.RECEIVING:
         raise ConflictError(f"box {batch.code} is {batch.status}, not being received")
+    before = snapshot(batch)
     batch.status = BatchStatus.CLOSED.value
     batch.closed_at = datetime.now(UTC)
     session.flush()
-    return view(session, batch)
+    out = view(session, batch)
+    after = {
+        **(snapshot(batch) or {}),
+        **{flag: out.count(flag) for flag in ("received", "missing", "unexpected")},
+    }
+    _audit(session, actor, remote_addr, "batch.close", batch, before=before, after=after)
+    return out
 
 
 def view(session: Session, batch: LabBatch) -> BatchView:

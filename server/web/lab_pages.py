@@ -115,6 +115,7 @@ def lab_home(request: Request, caller: PageCaller, db: Db) -> Response:
 
 @router.post("/lab/batches")
 def lab_start_batch(
+    request: Request,
     caller: PageCaller,
     db: Db,
     code: Annotated[Text, Form(max_length=200)],
@@ -130,11 +131,11 @@ def lab_start_batch(
     try:
         if action == "receive":
             batch = lab_service.start_reception(
-                db, code=code, lab_id=facility_id, user_id=caller.user_id
+                db, code=code, lab_id=facility_id, actor=caller, remote_addr=remote_addr(request)
             )
         else:
             batch = lab_service.start_packing(
-                db, code=code, origin_id=facility_id, user_id=caller.user_id
+                db, code=code, origin_id=facility_id, actor=caller, remote_addr=remote_addr(request)
             )
     except HttpError as exc:
         db.rollback()
@@ -192,10 +193,17 @@ def lab_batch_scan(
     batch = _batch_in_scope(db, scope, batch_id)
     try:
         if batch.status == "packing":
-            outcome = lab_service.pack_tube(db, batch, code)
+            outcome = lab_service.pack_tube(
+                db, batch, code, actor=caller, remote_addr=remote_addr(request)
+            )
         else:
             outcome = lab_service.receive_tube(
-                db, tube_code=code, lab_id=batch.lab_id, batch=batch, user_id=caller.user_id
+                db,
+                tube_code=code,
+                lab_id=batch.lab_id,
+                batch=batch,
+                actor=caller,
+                remote_addr=remote_addr(request),
             )
     except HttpError as exc:
         db.rollback()
@@ -218,6 +226,7 @@ def lab_batch_scan(
 
 @router.post("/lab/batches/{batch_id}/ship")
 def lab_batch_ship(
+    request: Request,
     caller: PageCaller,
     db: Db,
     batch_id: int,
@@ -230,13 +239,14 @@ def lab_batch_ship(
         lab = db.get(Organisation, lab_id)
         if lab is None or lab.facility_kind not in ("lab", "both"):
             raise BadRequestError("choose a lab")
-    lab_service.ship(db, batch, lab_id=lab_id, user_id=caller.user_id)
+    lab_service.ship(db, batch, lab_id=lab_id, actor=caller, remote_addr=remote_addr(request))
     db.commit()
     return _redirect(f"/lab/batches/{batch.id}")
 
 
 @router.post("/lab/batches/{batch_id}/close")
 def lab_batch_close(
+    request: Request,
     caller: PageCaller,
     db: Db,
     batch_id: int,
@@ -244,7 +254,7 @@ def lab_batch_close(
 ) -> Response:
     check_form_csrf(caller, csrf_token)
     batch = _batch_in_scope(db, caller.require(Permission.LAB_WRITE), batch_id)
-    lab_service.close_batch(db, batch)
+    lab_service.close_batch(db, batch, actor=caller, remote_addr=remote_addr(request))
     db.commit()
     return _redirect(f"/lab/batches/{batch.id}")
 

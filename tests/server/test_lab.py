@@ -52,12 +52,12 @@ def test_a_packed_box_is_shipped_and_received_with_missing_and_unexpected_tubes_
         world.sample("st-1", code, [PEOPLE[i]])
     world.sample("st-2", "KG-PQ-000009", [PEOPLE[0]])
     with Session(world.engine) as s, s.begin():
-        box = start_packing(s, code="BOX-7", origin_id=world.s1, user_id=None)
+        box = start_packing(s, code="BOX-7", origin_id=world.s1)
         assert pack_tube(s, box, "KG-RG-000001") is ScanOutcome.PACKED
         assert pack_tube(s, box, "KG-RG-000002") is ScanOutcome.PACKED
         assert pack_tube(s, box, "KG-RG-000003") is ScanOutcome.PACKED
         assert pack_tube(s, box, "KG-RG-000003") is ScanOutcome.ALREADY_PACKED
-        assert ship(s, box, lab_id=world.lab, user_id=None) == 3
+        assert ship(s, box, lab_id=world.lab) == 3
     assert events(world.engine, "KG-RG-000001") == [
         ("collected", world.s1),
         ("shipped", world.s1),
@@ -65,7 +65,7 @@ def test_a_packed_box_is_shipped_and_received_with_missing_and_unexpected_tubes_
     assert world.tube("KG-RG-000001").status == "shipped"
 
     with Session(world.engine) as s, s.begin():
-        box = start_reception(s, code="BOX-7", lab_id=world.lab, user_id=world.users["lab1"])
+        box = start_reception(s, code="BOX-7", lab_id=world.lab, actor=world.lab_staff)
         scans = [
             receive_tube(s, tube_code=c, lab_id=world.lab, batch=box)
             for c in ("KG-RG-000001", "KG-PQ-000009", "KG-RG-000002", "KG-RG-000001", "NEW-1")
@@ -136,10 +136,10 @@ def test_a_lab_station_receives_tubes_and_boxes_through_its_records(world: World
     world.sample("st-1", "KG-RG-000020", [PEOPLE[0], PEOPLE[1]])
     world.sample("st-1", "KG-RG-000021", [PEOPLE[2]])
     with Session(world.engine) as s, s.begin():
-        box = start_packing(s, code="BOX-1", origin_id=world.s1, user_id=None)
+        box = start_packing(s, code="BOX-1", origin_id=world.s1)
         pack_tube(s, box, "KG-RG-000020")
         pack_tube(s, box, "KG-RG-000021")
-        ship(s, box, lab_id=world.lab, user_id=None)
+        ship(s, box, lab_id=world.lab)
     first = world.lab_scan("KG-RG-000020", batch="BOX-1")
     world.lab_scan("KG-RG-000099", batch="BOX-1")  # not on the manifest
     world.lab_scan("KG-RG-000030")  # no box scanned before it

@@ -133,6 +133,103 @@ async def test_reception_with_a_scanner_field_flags_unknown_tubes(env: Env) -> N
         assert (await c.get("/lab")).status_code == 403  # sampling staff cannot receive
 
 
+async def test_every_batch_write_is_audited_with_before_and_after(env: Env) -> None:
+    """Packing, shipping, receiving and closing a box: who, when, what, before and after, for
+    every write route of the lab pages (a new route without an audit fails here)."""
+    from server.models import AuditEntry
+    from server.web import lab_pages
+
+    exercised: set[str] = set()
+
+    async def post(c: httpx.AsyncClient, url: str, route: str, **data: Any) -> httpx.Response:
+        exercised.add(route)
+        return await c.post(url, data=data, headers=JSON)
+
+    async with session(env, "admin") as (c, csrf):
+        r = await post(
+            c,
+            "/lab/batches",
+            "/lab/batches",
+            code="THUNG-A1",
+            action="pack",
+            facility_id=env.org["HN-BD-TYT"],
+            csrf_token=csrf,
+        )
+        box = r.headers["location"]
+        for code in ("T-BD-1", "T-BD-1", "T-BD-2"):
+            await post(c, f"{box}/scan", "/lab/batches/{batch_id}/scan", code=code, csrf_token=csrf)
+        await post(
+            c,
+            f"{box}/ship",
+            "/lab/batches/{batch_id}/ship",
+            lab_id=env.org["HN-LAB"],
+            csrf_token=csrf,
+        )
+    async with session(env, "lab") as (c, csrf):
+        await post(
+            c,
+            "/lab/batches",
+            "/lab/batches",
+            code="THUNG-A1",
+            action="receive",
+            facility_id=env.org["HN-LAB"],
+            csrf_token=csrf,
+        )
+        for code in ("T-BD-1", "T-CG-1", "T-CG-1"):
+            await post(c, f"{box}/scan", "/lab/batches/{batch_id}/scan", code=code, csrf_token=csrf)
+        await post(c, f"{box}/close", "/lab/batches/{batch_id}/close", csrf_token=csrf)
+    batch_routes = {
+        route.path  # type: ignore[attr-defined]
+        for route in lab_pages.router.routes
+        if "POST" in getattr(route, "methods", set()) and route.path.startswith("/lab/batch")  # type: ignore[attr-defined]
+    }
+    assert exercised == batch_routes
+    batch_id = box.rsplit("/", 1)[1]
+    with Session(env.engine) as db:
+        entries = db.scalars(
+            select(AuditEntry).where(AuditEntry.action.like("batch.%")).order_by(AuditEntry.id)
+        ).all()
+    # A repeated scan changes nothing and is not logged.
+    assert [(e.action, e.actor, e.object_id) for e in entries] == [
+        ("batch.pack", "admin", batch_id),
+        ("batch.pack_tube", "admin", "T-BD-1"),
+        ("batch.pack_tube", "admin", "T-BD-2"),
+        ("batch.ship", "admin", batch_id),
+        ("batch.receive", "lab", batch_id),
+        ("batch.receive_tube", "lab", "T-BD-1"),
+        ("batch.receive_tube", "lab", "T-CG-1"),
+        ("batch.close", "lab", batch_id),
+    ]
+    by = {(e.action, e.object_id): e for e in entries}
+    assert all(e.remote_addr == "127.0.0.1" and e.at is not None for e in entries)
+    assert all(e.organisation_id == env.org["HN-LAB"] for e in entries[3:])
+    ship = by[("batch.ship", batch_id)]
+    assert ship.before is not None and ship.after is not None
+    assert (ship.before["status"], ship.after["status"], ship.after["tubes"]) == (
+        "packing",
+        "shipped",
+        2,
+    )
+    got = by[("batch.receive_tube", "T-BD-1")]
+    assert got.before is not None and got.after is not None
+    assert (got.before["status"], got.after["status"]) == ("shipped", "received_at_lab")
+    assert got.before["batch_line"]["received_at"] is None
+    assert got.after["batch_line"]["received_at"] is not None
+    extra = by[("batch.receive_tube", "T-CG-1")]
+    assert extra.before is not None and extra.after is not None
+    assert extra.before["batch_line"] is None and extra.after["batch_line"]["expected"] is False
+    closed = by[("batch.close", batch_id)]
+    assert closed.after is not None
+    assert (closed.after["status"], closed.after["missing"], closed.after["unexpected"]) == (
+        "closed",
+        1,
+        1,
+    )
+    async with env.client("admin") as api:  # and the audit API shows them
+        listed = (await api.get("/api/audit")).json()["items"]
+    assert {e["action"] for e in listed} >= {"batch.ship", "batch.close"}
+
+
 async def test_result_entry_by_scanning_and_a_correction_with_a_reason(env: Env) -> None:
     async with session(env, "lab") as (c, csrf):
         await receive(c, csrf, env, "THUNG-02", "T-BD-1")
