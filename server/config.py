@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from server.errors import ConfigError
 
@@ -144,15 +144,36 @@ class EnrollmentConfig(_Section):
     ca_file: Path | None = Field(
         None, description="The province's CA certificate, handed to stations; unset: no TLS."
     )
+    broker_type: Literal["mosquitto", "emqx"] = Field(
+        "mosquitto",
+        description="Where station credentials are kept: Mosquitto's dynamic security plugin, "
+        "or an EMQX 5 cluster's built-in database through its REST API.",
+    )
+    broker_api_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+/?$",
+        description="EMQX only: a node's management API, e.g. https://emqx1.example:18083.",
+    )
     broker_admin_username: str = Field(
-        "swabline-admin", description="Broker user allowed on the dynamic security control topic."
+        "swabline-admin",
+        description="Mosquitto: the broker user allowed on the dynamic security control topic; "
+        "EMQX: the API key.",
     )
     broker_admin_password_file: Path = Field(
-        description="File holding the broker admin's password (mode 0600)."
+        description="File holding the broker admin's password, or the EMQX API key's secret "
+        "(mode 0600)."
     )
     max_token_lifetime_s: int = Field(
         7 * 24 * 3600, ge=60, description="Longest lifetime an enrollment token may be given."
     )
+
+    @model_validator(mode="after")
+    def _api_url_for_emqx(self) -> EnrollmentConfig:
+        if self.broker_type == "emqx" and self.broker_api_url is None:
+            raise ValueError("broker_api_url is required when broker_type is 'emqx'")
+        if self.broker_type != "emqx" and self.broker_api_url is not None:
+            raise ValueError("broker_api_url is only used when broker_type is 'emqx'")
+        return self
 
 
 class PublicConfig(_Section):

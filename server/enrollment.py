@@ -7,7 +7,8 @@ SHA-256 (a token carries 144 random bits, so an unsalted hash cannot be reversed
 presents it to ``POST /api/enroll`` (``enroll``): the server claims the token (single use, in
 the same transaction), allocates the station id ``<prefix>-<NN>`` (``station_prefix``), puts the
 station in the registry (``stations``: facility, name, active), makes a random MQTT password,
-registers it with the broker's dynamic security plugin and answers with the credentials. A
+registers it with the broker (Mosquitto's dynamic security plugin, or an EMQX cluster's
+built-in database: ``enrollment.broker_type``) and answers with the credentials. A
 token made for an existing station re-provisions it: the station keeps its id, the broker gets
 a new password and closes any session using the old one. ``decommission`` deletes a station's
 broker credentials (its session is closed at once), marks it inactive and cancels its unused
@@ -78,7 +79,8 @@ RESERVED_SUBSTITUTE = "st-"
 
 
 class StationCredentials(Protocol):
-    """What enrollment needs from the broker (``DynsecBrokerAdmin``)."""
+    """What enrollment needs from the broker: ``DynsecBrokerAdmin`` (Mosquitto) or
+    ``EmqxBrokerAdmin`` (EMQX), chosen by ``enrollment.broker_type``."""
 
     def put_station(self, station_id: str, password: str) -> None: ...
 
@@ -839,9 +841,27 @@ def enrolled_stations(
 
 
 def broker_admin_from_config(config: ServerConfig) -> BrokerAdminFactory:
-    """Connections as the broker admin, over the server's own (loopback) broker listener."""
+    """Connections as the broker admin: to Mosquitto over the server's own (loopback) broker
+    listener, or to an EMQX cluster's REST API (``enrollment.broker_type``)."""
     settings = _settings(config)
     password = _read(settings.broker_admin_password_file, "enrollment.broker_admin_password_file")
+    if settings.broker_type == "emqx":
+        from server.emqx_admin import EmqxBrokerAdmin
+
+        api_url = settings.broker_api_url
+        if api_url is None:  # the configuration's validator requires it
+            raise ConfigError("enrollment.broker_api_url: required when broker_type is 'emqx'")
+        ca_file = str(settings.ca_file) if settings.ca_file else None
+
+        def connect_emqx() -> EmqxBrokerAdmin:
+            return EmqxBrokerAdmin(
+                api_url=api_url,
+                api_key=settings.broker_admin_username,
+                api_secret=password,
+                ca_file=ca_file,
+            )
+
+        return connect_emqx
 
     def connect() -> DynsecBrokerAdmin:
         return DynsecBrokerAdmin(

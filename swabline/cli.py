@@ -158,10 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
         "emqx-users",
         help="write station credentials as an EMQX user import file",
         description="Hash 'username password' lines for EMQX's built-in database "
-        "(broker/emqx/emqx.conf; docs/broker-cluster.md).",
+        "(broker/emqx/emqx.conf; docs/broker-cluster.md), and write each station's "
+        "authorization rules for it.",
     )
     p.add_argument("--credentials", type=Path, required=True, help="'username password' lines")
     p.add_argument("--out", type=Path, default=None, help="CSV file (mode 0600; default stdout)")
+    p.add_argument(
+        "--rules-out",
+        type=Path,
+        default=None,
+        help="also write every station's authorization rules here, as the JSON body of "
+        "POST /api/v5/authorization/sources/built_in_database/rules/users",
+    )
     p.set_defaults(run=_lazy("swabline.emqx:run"))
 
     p = sub.add_parser(

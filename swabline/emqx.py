@@ -1,10 +1,14 @@
-"""``swabline emqx-users``: station credentials as an EMQX built-in database import file.
+"""``swabline emqx-users``: station credentials as an EMQX built-in database import file, and
+their authorization rules.
 
 Mosquitto's password file cannot be carried over: it holds PBKDF2 hashes whose salts EMQX's
 importer would read differently. Provisioning therefore hashes each secret again for EMQX, with
 the algorithm ``broker/emqx/emqx.conf`` configures (PBKDF2-HMAC-SHA512, 4096 iterations,
 64-byte key, hex), from the same ``station_id password`` lines ``swabline simulate
---credentials`` reads. See docs/broker-cluster.md.
+--credentials`` reads. Each station also needs its rules in the built-in database authorizer
+(``--rules-out``): the same rules enrollment writes (``server.emqx_admin.station_rules``).
+Superusers (``is_superuser``) are never written: the central server's rights come from
+``broker/emqx/acl.conf``. See docs/broker-cluster.md.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import csv
 import hashlib
 import io
+import json
 import secrets
 import sys
 from collections.abc import Iterable
@@ -41,6 +46,19 @@ def users_csv(credentials: Iterable[tuple[str, str]], *, superusers: Iterable[st
     return out.getvalue()
 
 
+def rules_json(usernames: Iterable[str]) -> str:
+    """Every station's rules, as the body of
+    ``POST /api/v5/authorization/sources/built_in_database/rules/users``. The server's and the
+    admin's users (``swabline-...``) are left out: their rights are in ``acl.conf``."""
+    from server.broker_admin import RESERVED_PREFIX
+    from server.emqx_admin import station_rules
+
+    stations = [user for user in usernames if not user.startswith(RESERVED_PREFIX)]
+    return json.dumps(
+        [{"username": user, "rules": station_rules(user)} for user in stations], indent=1
+    )
+
+
 def read_credentials(path: Path) -> list[tuple[str, str]]:
     """``station_id password`` per line; blank lines and ``#`` comments skipped."""
     creds = []
@@ -60,10 +78,17 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"swabline emqx-users: {exc}", file=sys.stderr)
         return 2
+    try:
+        rules = rules_json(user for user, _ in creds) if args.rules_out else None
+    except ValueError as exc:  # not a station id (the server's user has no rules here)
+        print(f"swabline emqx-users: {exc}", file=sys.stderr)
+        return 2
     text = users_csv(creds)
     if args.out:
         args.out.write_text(text)
         args.out.chmod(0o600)
     else:
         sys.stdout.write(text)
+    if rules is not None:
+        args.rules_out.write_text(rules + "\n")
     return 0
