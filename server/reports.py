@@ -15,8 +15,12 @@ Definitions (also in ``docs/reports.md``):
   positive / (positive + negative); **recall** counts the persons in positive pools;
 - **turnaround** is, for tubes whose first result came in the period, first result minus
   collection (negative durations from wrong station clocks count as 0);
-- **station uptime** is the share of minutes a station was heard from (heartbeat or record)
-  within the hours it was heard at all; **throughput** is its records per such hour.
+- **station uptime** is, over the local days a station was in use, the share of minutes it was
+  heard from (a heartbeat, a birth or a record arrived) within its **day of use**: from the
+  first minute it was heard (or the first hour it made records) to the last, joined with the
+  facility's operating hours (``facility_schedules``) when it has a schedule. Whole hours of
+  silence in the middle of a day count as down; **throughput** is its records per hour in use
+  (an hour in which it was heard or made records).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,12 +38,12 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     func,
-    literal_column,
     select,
 )
 from sqlalchemy.orm import Session
 
 from server.models import (
+    FacilitySchedule,
     Organisation,
     PoolMember,
     SampleEvent,
@@ -47,6 +51,7 @@ from server.models import (
     StationRow,
     Tube,
 )
+from server.ops.schedule import Schedule
 
 TAT_BUCKET_S = 300
 
@@ -135,6 +140,8 @@ class Metrics:
     station_records: int = 0
     station_minutes: int = 0
     station_hours: int = 0
+    station_span_minutes: int = 0
+    """The minutes of the stations' days of use (the denominator of uptime)."""
 
     def add(self, other: Metrics) -> None:
         for name in (
@@ -149,6 +156,7 @@ class Metrics:
             "station_records",
             "station_minutes",
             "station_hours",
+            "station_span_minutes",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.tat.update(other.tat)
@@ -176,7 +184,8 @@ class Metrics:
 
     @property
     def uptime(self) -> float | None:
-        return self.station_minutes / (60 * self.station_hours) if self.station_hours else None
+        span = self.station_span_minutes
+        return min(self.station_minutes / span, 1.0) if span else None
 
     @property
     def throughput_per_h(self) -> float | None:
@@ -228,15 +237,6 @@ def _epoch(session: Session, column: Any) -> ColumnElement[float]:
     return (func.julianday(column) - 2440587.5) * 86400.0
 
 
-def _popcount60(column: Any) -> ColumnElement[int]:
-    """Bits set among the low 60 bits of an integer column, in portable SQL."""
-    expr: Any = literal_column("0")
-    for bit in range(60):
-        # Literals, not parameters: PostgreSQL has ``bigint >> integer`` only.
-        expr = expr + column.op(">>")(literal_column(str(bit))).op("&")(literal_column("1"))
-    return expr  # type: ignore[no-any-return]
-
-
 def _local_day(hour_key: str, tz: ZoneInfo) -> date:
     at = datetime.strptime(hour_key, "%Y-%m-%d %H").replace(tzinfo=UTC)
     return at.astimezone(tz).date()
@@ -286,7 +286,7 @@ def build_report(
     if fac_ids:
         _count_samples(session, fac_ids, lo, hi, slot)
         _count_turnaround(session, fac_ids, lo, hi, slot)
-        stations = _count_stations(session, fac_ids, lo, hi, slot)
+        stations = _count_stations(session, fac_ids, lo, hi, slot, tz)
     else:
         stations = []
 
@@ -417,8 +417,16 @@ def _count_turnaround(
         m.tat[max(int(b), 0)] += n
 
 
+MINUTES_MASK = (1 << 60) - 1
+
+
 def _count_stations(
-    session: Session, fac_ids: list[int], lo: datetime, hi: datetime, slot: Any
+    session: Session,
+    fac_ids: list[int],
+    lo: datetime,
+    hi: datetime,
+    slot: Any,
+    tz: ZoneInfo,
 ) -> list[StationLine]:
     hour = _hour_key(session, StationActivity.hour)
     rows = session.execute(
@@ -427,9 +435,8 @@ def _count_stations(
             StationRow.name,
             StationRow.facility_id,
             hour,
-            func.sum(_popcount60(StationActivity.minutes)),
-            func.sum(StationActivity.records),
-            func.count(),
+            StationActivity.minutes,
+            StationActivity.records,
         )
         .join(StationActivity, StationActivity.station_id == StationRow.station_id)
         .where(
@@ -437,19 +444,88 @@ def _count_stations(
             StationActivity.hour >= lo,
             StationActivity.hour < hi,
         )
-        .group_by(StationRow.station_id, StationRow.name, StationRow.facility_id, hour)
     ).all()
+    schedules = _schedules(session, fac_ids)
     lines: dict[str, StationLine] = {}
-    for sid, name, fid, hour_key, minutes, records, hours in rows:
+    # (station, local day) -> [facility, an hour key of that day, first minute, end minute]
+    days: dict[tuple[str, date], list[Any]] = {}
+    for sid, name, fid, hour_key, minutes, records in rows:
         line = lines.setdefault(sid, StationLine(sid, name, fid, Metrics()))
+        mask = int(minutes or 0) & MINUTES_MASK
         part = Metrics(
-            station_minutes=int(minutes or 0),
+            station_minutes=mask.bit_count(),
             station_records=int(records or 0),
-            station_hours=int(hours),
+            station_hours=1,
         )
         line.metrics.add(part)
         slot(fid, hour_key).add(part)
+        start = _epoch_minute(datetime.strptime(hour_key, "%Y-%m-%d %H").replace(tzinfo=UTC))
+        if mask:  # heard: from the first minute heard to the last
+            first, end = start + (mask & -mask).bit_length() - 1, start + mask.bit_length()
+        else:  # records made (offline) but not heard: the hour was in use
+            first, end = start, start + 60
+        day = days.setdefault((sid, _local_day(hour_key, tz)), [fid, hour_key, first, end])
+        day[2], day[3] = min(day[2], first), max(day[3], end)
+    for (sid, local_day), (fid, hour_key, first, end) in days.items():
+        spans = [(first, end), *_scheduled(schedules.get(fid), local_day, tz)]
+        part = Metrics(station_span_minutes=_union_length(spans))
+        lines[sid].metrics.add(part)
+        slot(fid, hour_key).add(part)
     return sorted(lines.values(), key=lambda s: s.station_id)
+
+
+def _epoch_minute(at: datetime) -> int:
+    return int(at.timestamp()) // 60
+
+
+def _schedules(session: Session, fac_ids: list[int]) -> dict[int, Schedule]:
+    """The operating hours of these facilities (a schedule that no longer reads is left out)."""
+    out: dict[int, Schedule] = {}
+    for row in session.scalars(
+        select(FacilitySchedule).where(FacilitySchedule.facility_id.in_(fac_ids))
+    ):
+        try:
+            out[row.facility_id] = Schedule.model_validate(
+                {"timezone": row.timezone, "windows": row.windows}
+            )
+        except ValueError:
+            continue
+    return out
+
+
+def _scheduled(schedule: Schedule | None, day: date, tz: ZoneInfo) -> list[tuple[int, int]]:
+    """The operating hours that fall on local ``day`` (``tz``), as [start, end) epoch minutes."""
+    if schedule is None:
+        return []
+    day_lo = _epoch_minute(datetime.combine(day, time(), tz))
+    day_hi = _epoch_minute(datetime.combine(day + timedelta(days=1), time(), tz))
+    zone = ZoneInfo(schedule.timezone)
+    out = []
+    for window in schedule.windows:
+        start, end = time.fromisoformat(window.start), time.fromisoformat(window.end)
+        for offset in (-1, 0, 1):  # the schedule's own days around ``day``
+            d = day + timedelta(days=offset)
+            if d.isoweekday() not in window.days:
+                continue
+            lo = _epoch_minute(datetime.combine(d, start, zone))
+            end_day = d if end > start else d + timedelta(days=1)
+            hi = _epoch_minute(datetime.combine(end_day, end, zone))
+            lo, hi = max(lo, day_lo), min(hi, day_hi)
+            if lo < hi:
+                out.append((lo, hi))
+    return out
+
+
+def _union_length(spans: list[tuple[int, int]]) -> int:
+    total, reach = 0, None
+    for lo, hi in sorted(spans):
+        if reach is None or lo > reach:
+            total += hi - lo
+            reach = hi
+        elif hi > reach:
+            total += hi - reach
+            reach = hi
+    return total
 
 
 def engine_report(engine: Engine, node_id: int, period: Period, *, tz: ZoneInfo) -> Report | None:

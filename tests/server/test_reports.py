@@ -124,15 +124,18 @@ def test_a_weekly_report_counts_per_facility_district_and_province(world: World)
     assert total.tat_median_h == pytest.approx(10 + 2.5 / 60)
     assert total.positivity == pytest.approx(1 / 4)
     assert report.total.samples == 5
-    # Stations: st-1 was in use 3 hours (H1, the hour after, Tuesday's), heard 60 minutes of
-    # them, 31 records; st-2 2 hours (H1, Sunday's), heard 60 minutes, 12 records.
+    # Stations: st-1 was in use 3 hours (H1, the hour after, Tuesday's), heard 60 minutes, 31
+    # records. Its Monday ran from H1's first minute to the 15th of the next hour (75 minutes,
+    # 60 heard); on Tuesday it made records in one hour but was never heard (60 minutes, 0).
+    # st-2: 2 hours (H1 heard whole, Sunday's records unheard), 60 of 120 minutes, 12 records.
     stations = {st.station_id: st.metrics for st in report.stations}
     assert (stations["st-1"].uptime, stations["st-1"].throughput_per_h) == (
-        pytest.approx(60 / 180),
+        pytest.approx(60 / 135),
         pytest.approx(31 / 3),
     )
     assert (stations["st-2"].uptime, stations["st-2"].throughput_per_h) == (0.5, 6.0)
     assert (s1.station_hours, s1.station_minutes, s1.station_records) == (3, 60, 31)
+    assert s1.station_span_minutes == 135
     # By local day: Monday has three samples, Tuesday one, Sunday one.
     daily = {d: m.samples for d, m in report.daily}
     assert daily == {
@@ -333,3 +336,67 @@ def test_report_files_keep_names_as_text(world: World) -> None:
         ("s", '=HYPERLINK("http://evil.example","x")')
     ]
     assert not any(c.data_type == "f" for sheet in book for row in sheet.iter_rows() for c in row)
+
+
+def test_uptime_counts_whole_hours_of_silence_and_operating_hours(world: World) -> None:
+    """st-1 is heard every minute 08:00-09:00 and 15:00-16:00 on Monday and not at all in
+    between: 120 minutes heard of a 480-minute day (not 100%, as counting only the hours it was
+    heard would say). With operating hours 07:00-17:00 the day is those 600 minutes. On
+    Tuesday it dies at 09:00: without a schedule nothing tells how long the day should have
+    been; with one, it was down until 17:00."""
+    from server.models import FacilitySchedule
+
+    h8 = MON.astimezone(UTC)
+    monday = [h8 + timedelta(minutes=m) for m in range(60)]
+    monday += [h8 + timedelta(hours=7, minutes=m) for m in range(60)]
+    tuesday = [h8 + timedelta(days=1, minutes=m) for m in range(60)]
+    with Session(world.engine) as s, s.begin():
+        record_activity(s, heard=[("st-1", at) for at in monday + tuesday], records=[])
+    week = Period.containing(PeriodKind.WEEK, MON.date())
+
+    def uptime(day: date | None = None) -> float | None:
+        period = Period(PeriodKind.DAY, day) if day else week
+        with Session(world.engine) as s:
+            report = build_report(s, s.get_one(Organisation, world.province), period, tz=VN)
+        return next(st.metrics.uptime for st in report.stations if st.station_id == "st-1")
+
+    assert uptime(MON.date()) == pytest.approx(120 / 480)
+    assert uptime(MON.date() + timedelta(days=1)) == 1.0
+    assert uptime() == pytest.approx((120 + 60) / (480 + 60))
+    with Session(world.engine) as s, s.begin():
+        s.add(
+            FacilitySchedule(
+                facility_id=world.s1,
+                timezone="Asia/Ho_Chi_Minh",
+                windows=[{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "17:00"}],
+                updated_at=datetime.now(UTC),
+            )
+        )
+    assert uptime(MON.date()) == pytest.approx(120 / 600)
+    assert uptime(MON.date() + timedelta(days=1)) == pytest.approx(60 / 600)
+    assert uptime() == pytest.approx(180 / 1200)  # days it was not in use are not counted
+
+
+def test_a_night_shift_counts_on_the_days_it_covers(world: World) -> None:
+    """Operating hours that run past midnight (22:00-06:00) belong to both local days."""
+    from server.models import FacilitySchedule
+
+    night = datetime(2026, 11, 16, 23, 0, tzinfo=VN).astimezone(UTC)
+    with Session(world.engine) as s, s.begin():
+        heard = [("st-1", night + timedelta(minutes=m)) for m in range(30)]
+        record_activity(s, heard=heard, records=[])
+        s.add(
+            FacilitySchedule(
+                facility_id=world.s1,
+                timezone="Asia/Ho_Chi_Minh",
+                windows=[{"days": [7], "start": "22:00", "end": "06:00"}],
+                updated_at=datetime.now(UTC),
+            )
+        )
+    with Session(world.engine) as s:
+        report = build_report(
+            s, s.get_one(Organisation, world.province), Period(PeriodKind.DAY, MON.date()), tz=VN
+        )
+    st1 = next(st.metrics for st in report.stations if st.station_id == "st-1")
+    # Monday 23:00-23:30 heard; Sunday night's shift covers Monday 00:00-06:00 (360 minutes).
+    assert (st1.station_minutes, st1.station_span_minutes) == (30, 30 + 360)
