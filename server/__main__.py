@@ -43,6 +43,7 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
 
     from server.background import start_background
     from server.ops.runtime import OpsRuntime
+    from server.outbound import worker_from_config
     from server.web import create_app
     from server.workers import WorkerPool
 
@@ -50,6 +51,7 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         raise ConfigError("--ingest-workers must be 0 or more")
     engine = make_engine(config.database.url)
     migrate(engine)
+    outbound = worker_from_config(engine, config.outbound)  # results and alerts: one worker
     enrollment = None
     if config.enrollment is not None:
         from server.enrollment import service_from_config
@@ -58,7 +60,9 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
     password = read_secret(config.mqtt.password_file)
     pool = WorkerPool(config, workers, password=password, log_level=log_level)
     pool.start()
-    ops = OpsRuntime(engine=engine, config=config, mqtt_password=password)
+    ops = OpsRuntime(
+        engine=engine, config=config, mqtt_password=password, wake_outbound=outbound.wake.set
+    )
     ops.start()
     log.info(
         "web app on http://%s:%d/ with %d ingest worker(s)",
@@ -73,7 +77,7 @@ def _serve(config: ServerConfig, workers: int, log_level: str) -> int:
         enrollment=enrollment,
         ops_runtime=ops,
     )
-    background = start_background(engine, config, app.state.lab.ctx)
+    background = start_background(engine, config, app.state.lab.ctx, outbound=outbound)
     try:
         uvicorn.run(
             app,

@@ -1,5 +1,5 @@
-"""Background work in the server process: the notification dispatcher, the report scheduler
-and housekeeping, each on its own thread, stopped together."""
+"""Background work in the server process: the outbound worker (result notifications and ops
+alerts), the report scheduler and housekeeping, each on its own thread, stopped together."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from server.config import ServerConfig
-from server.hooks import WebhookHook
-from server.notify import Dispatcher
+from server.outbound import RESULTS, OutboundWorker, worker_from_config
 from server.public import prune_attempts
 from server.report_files import ReportScheduler
 from server.results import ResultsContext, sweep_notifications
-from server.signing import load_secret
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,16 @@ HOUSEKEEPING_S = 3600.0
 class Background:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
+    outbound: OutboundWorker | None = None
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.stop.set()
+        if self.outbound is not None:
+            self.outbound.wake.set()
         for thread in self.threads:
             thread.join(timeout=timeout_s)
+        if self.outbound is not None:
+            self.outbound.close()
 
 
 def _guarded(name: str, target: object, stop: threading.Event) -> None:
@@ -49,37 +52,35 @@ def _guarded(name: str, target: object, stop: threading.Event) -> None:
             stop.wait(30)
 
 
-def start_background(engine: Engine, config: ServerConfig, ctx: ResultsContext) -> Background:
-    """Start what the configuration asks for: notifications (``notify.webhook_url``) and the
-    scheduled report files (``reports.schedule``); and, always, the hourly deletion of
-    rate-limit attempts older than twice the longest window."""
+def start_background(
+    engine: Engine,
+    config: ServerConfig,
+    ctx: ResultsContext,
+    *,
+    outbound: OutboundWorker | None = None,
+) -> Background:
+    """Start what the configuration asks for: the outbound worker when a target has a webhook
+    (``outbound``, else one made from ``[outbound]``), sweeping for missing result
+    notifications before each pass when results have one; the scheduled report files
+    (``reports.schedule``); and, always, the hourly deletion of rate-limit attempts older than
+    twice the longest window."""
     bg = Background()
-    n = config.notify
-    if n.webhook_url:
-        secret = (
-            load_secret(engine, "webhook", n.secret_file) if n.secret_file is not None else None
-        )
-        hook = WebhookHook(url=n.webhook_url, secret=secret, timeout_s=n.timeout_s)
-        dispatcher = Dispatcher(
-            engine=engine,
-            hook=hook,
-            backoff_base_s=n.backoff_base_s,
-            backoff_max_s=n.backoff_max_s,
-            max_attempts=n.max_attempts,
-            poll_s=n.poll_s,
-        )
+    worker = outbound if outbound is not None else worker_from_config(engine, config.outbound)
+    if worker.hooks:
+        sweep_hours = config.outbound.results.sweep_hours
 
         def sweep() -> None:
-            since = datetime.now(UTC) - timedelta(hours=n.sweep_hours)
+            since = datetime.now(UTC) - timedelta(hours=sweep_hours)
             with Session(engine) as session, session.begin():
                 sweep_notifications(session, ctx, since=since)
 
-        def notify(stop: threading.Event) -> None:
-            dispatcher.run(stop, before=sweep)
+        def deliver(stop: threading.Event) -> None:
+            worker.run(stop, before=sweep if RESULTS in worker.hooks else None)
 
+        bg.outbound = worker
         bg.threads.append(
             threading.Thread(
-                target=_guarded, args=("notifications", notify, bg.stop), name="notify", daemon=True
+                target=_guarded, args=("outbound", deliver, bg.stop), name="outbound", daemon=True
             )
         )
     if config.reports.schedule:

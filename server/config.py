@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from server.errors import ConfigError
+from server.ops.status import StatusRules, fleet_refresh_s
 
 
 def _known_zone(value: str) -> str:
@@ -96,10 +97,14 @@ class AuthConfig(_Section):
 
 class OpsConfig(_Section):
     heartbeat_s: float = Field(
-        10.0, gt=0, le=3600, description="Heartbeat interval assumed when a station does not say."
+        10.0,
+        gt=0,
+        le=3600,
+        description="The fleet's heartbeat interval: assumed when a station does not say, and "
+        "the base of the fleet page's refresh.",
     )
     stale_after_intervals: float = Field(
-        2.0, ge=1, le=100, description="A station is stale after this many missed heartbeats..."
+        1.5, ge=1, le=100, description="A station is stale after this many intervals unheard..."
     )
     offline_after_intervals: float = Field(
         6.0, ge=1, le=1000, description="...and offline after this many (or on its death)."
@@ -125,8 +130,12 @@ class OpsConfig(_Section):
     command_ttl_s: int = Field(
         3600, ge=10, le=7 * 86_400, description="Default lifetime of a remote command."
     )
-    fleet_refresh_s: float = Field(
-        5.0, ge=1, le=600, description="How often the fleet page fetches fresh data."
+    fleet_refresh_s: float | None = Field(
+        None,
+        ge=0.5,
+        le=600,
+        description="How often the fleet page fetches fresh data; default: derived from "
+        "heartbeat_s so that a status change shows within two heartbeat intervals.",
     )
     metrics_max_stations: int = Field(
         200, ge=0, le=100_000, description="Stations with their own /metrics series (worst first)."
@@ -134,6 +143,20 @@ class OpsConfig(_Section):
     metrics_max_facilities: int = Field(
         200, ge=0, le=100_000, description="Facilities with their own series; the rest: 'other'."
     )
+
+    def status_rules(self) -> StatusRules:
+        return StatusRules(
+            heartbeat_s=self.heartbeat_s,
+            stale_after_intervals=self.stale_after_intervals,
+            offline_after_intervals=self.offline_after_intervals,
+        )
+
+    def page_refresh_s(self) -> float:
+        """The fleet page's refresh period: ``fleet_refresh_s``, else derived (see
+        ``server.ops.status.fleet_refresh_s``)."""
+        if self.fleet_refresh_s is not None:
+            return self.fleet_refresh_s
+        return fleet_refresh_s(self.status_rules())
 
 
 class EnrollmentConfig(_Section):
@@ -213,33 +236,6 @@ class PublicConfig(_Section):
     )
 
 
-class NotifyConfig(_Section):
-    webhook_url: str | None = Field(
-        None,
-        pattern=r"^https?://\S+$",
-        description="URL that receives notifications as JSON POSTs (an SMS or app gateway); "
-        "setting it turns notifications on.",
-    )
-    secret_file: Path | None = Field(
-        None, description="File with the key for the X-Swabline-Signature HMAC of each body."
-    )
-    timeout_s: float = Field(10.0, gt=0, le=120, description="HTTP timeout of one delivery.")
-    backoff_base_s: float = Field(
-        30.0, gt=0, le=86_400, description="Wait after the first failure; doubles each time."
-    )
-    backoff_max_s: float = Field(
-        3600.0, gt=0, le=604_800, description="Longest wait between tries."
-    )
-    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before giving up (failed).")
-    poll_s: float = Field(5.0, gt=0, le=3600, description="How often due notifications are sent.")
-    sweep_hours: float = Field(
-        48.0,
-        gt=0,
-        le=24 * 60,
-        description="Results entered this recently get notifications for persons not yet told.",
-    )
-
-
 class ReportsConfig(_Section):
     timezone: TimeZoneName = Field(
         "Asia/Ho_Chi_Minh", description="Time zone of report days, weeks and months."
@@ -284,21 +280,75 @@ class AlertThresholds(_Section):
 
 class AlertsConfig(_Section):
     thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+
+
+class OutboundTarget(_Section):
+    """Where one kind of outbound message goes (a webhook), and the key that signs it."""
+
     webhook_url: str | None = Field(
         None,
-        pattern=r"^https?://",
-        description="Alerts are POSTed here as JSON (opened, acknowledged, resolved).",
+        pattern=r"^https?://\S+$",
+        description="URL that receives these messages as JSON POSTs; setting it turns them on.",
     )
-    webhook_secret_file: Path | None = Field(
-        None, description="File with the HMAC-SHA256 key that signs each webhook body."
+    secret_file: Path | None = Field(
+        None,
+        description="File with the key (32+ characters) for the X-Swabline-Signature HMAC of "
+        "each body.",
+    )
+
+
+class ResultsTarget(OutboundTarget):
+    sweep_hours: float = Field(
+        48.0,
+        gt=0,
+        le=24 * 60,
+        description="Results entered this recently get notifications for persons not yet told.",
     )
 
 
 class OutboundConfig(_Section):
+    """One transport for every outbound message: result notifications and ops alerts share
+    the hook, the retry policy, the worker and the delivery log."""
+
     timeout_s: float = Field(10, gt=0, le=120, description="Timeout of one webhook POST.")
-    max_attempts: int = Field(10, ge=1, le=100, description="Attempts before giving up.")
-    retry_min_s: float = Field(5, gt=0, description="First retry delay; doubles each attempt...")
-    retry_max_s: float = Field(900, gt=0, description="...up to this.")
+    max_attempts: int = Field(12, ge=1, le=100, description="Attempts before giving up (failed).")
+    retry_min_s: float = Field(
+        10, gt=0, le=86_400, description="First retry delay; doubles each attempt..."
+    )
+    retry_max_s: float = Field(3600, gt=0, le=604_800, description="...up to this.")
+    poll_s: float = Field(5.0, gt=0, le=3600, description="How often due messages are looked for.")
+    results: ResultsTarget = Field(default_factory=ResultsTarget)
+    alerts: OutboundTarget = Field(default_factory=OutboundTarget)
+
+
+MOVED_KEYS = {
+    "notify.webhook_url": "outbound.results.webhook_url",
+    "notify.secret_file": "outbound.results.secret_file",
+    "notify.sweep_hours": "outbound.results.sweep_hours",
+    "notify.timeout_s": "outbound.timeout_s",
+    "notify.backoff_base_s": "outbound.retry_min_s",
+    "notify.backoff_max_s": "outbound.retry_max_s",
+    "notify.max_attempts": "outbound.max_attempts",
+    "notify.poll_s": "outbound.poll_s",
+    "alerts.webhook_url": "outbound.alerts.webhook_url",
+    "alerts.webhook_secret_file": "outbound.alerts.secret_file",
+}
+"""Keys of the separate notification and alert transports, merged into ``[outbound]``."""
+
+
+def _moved(data: object) -> list[str]:
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            found.append(f"{old} is now {new}")
+    if isinstance(data.get("notify"), dict) and not any(
+        f"notify.{k}" in MOVED_KEYS for k in data["notify"]
+    ):
+        found.append("[notify] is now [outbound] and [outbound.results]")
+    return found
 
 
 class ServerConfig(_Section):
@@ -314,9 +364,16 @@ class ServerConfig(_Section):
         None, description="Station enrollment; without this section the server enrolls no one."
     )
     public: PublicConfig = Field(default_factory=PublicConfig)
-    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     lab: LabConfig = Field(default_factory=LabConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_moved_keys(cls, data: Any) -> Any:
+        moved = _moved(data)
+        if moved:
+            raise ValueError("settings moved (see docs/configuration.md): " + "; ".join(moved))
+        return data
 
 
 def load_config(path: Path) -> ServerConfig:
@@ -331,5 +388,10 @@ def load_config(path: Path) -> ServerConfig:
         return ServerConfig.model_validate(data)
     except ValidationError as exc:
         errs = exc.errors(include_url=False, include_input=False)
-        msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs)
+        msg = "; ".join(_error_text(e["loc"], e["msg"]) for e in errs)
         raise ConfigError(f"{path}: {msg}") from None
+
+
+def _error_text(loc: tuple[int | str, ...], msg: str) -> str:
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {msg}" if where else msg.removeprefix("Value error, ")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from server.hooks import HookOutcome
+from server.outbound import HookOutcome
 
 
 class RecordingHook:

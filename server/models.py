@@ -657,8 +657,9 @@ class LookupAttempt(Base):
 
 
 class Notification(Base):
-    """A message to send through the outbound hook (a result to a person, an alert...), with
-    its retry state. ``dedup_key`` makes enqueueing idempotent."""
+    """An outbound message (a result to a person, an alert change to ops) with its retry state;
+    ``target`` names where it goes (``server.outbound``). ``dedup_key`` makes enqueueing
+    idempotent. Rows from before migration 0007 are result notifications."""
 
     __tablename__ = "notifications"
     __table_args__ = (
@@ -667,6 +668,7 @@ class Notification(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(32), server_default="results")
     event: Mapped[str] = mapped_column(String(32))
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
     person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id"), index=True)
@@ -681,7 +683,7 @@ class Notification(Base):
 
 
 class NotificationDelivery(Base):
-    """The delivery log: one row per attempt to hand a notification to the hook."""
+    """The delivery log: one row per attempt to hand an outbound message to its hook."""
 
     __tablename__ = "notification_deliveries"
 
@@ -790,7 +792,7 @@ class StationEnrollmentRow(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
 
 
-# --- ops: station health history, alerts, remote commands, outbound deliveries (0005) -----------
+# --- ops: station health history, alerts, remote commands (0005) ----------------------------------
 
 
 class FacilitySchedule(Base):
@@ -931,29 +933,3 @@ class StationCommand(Base):
     answered_at: Mapped[datetime | None] = mapped_column()
     ok: Mapped[bool | None] = mapped_column(Boolean)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-class OutboundDelivery(Base):
-    """One outbound message (a webhook POST) and its delivery log: ``pending`` until a 2xx
-    answer (``delivered``) or ``max_attempts`` failures (``failed``)."""
-
-    __tablename__ = "outbound_deliveries"
-    __table_args__ = (
-        CheckConstraint(
-            "state IN ('pending', 'delivered', 'failed')", name="ck_outbound_delivery_state"
-        ),
-        Index("ix_outbound_deliveries_state_next", "state", "next_attempt_at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    target: Mapped[str] = mapped_column(String(64))
-    url: Mapped[str] = mapped_column(String(500))
-    event: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column()
-    last_status: Mapped[int | None] = mapped_column(Integer)
-    last_error: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    delivered_at: Mapped[datetime | None] = mapped_column()

@@ -1,14 +1,17 @@
-"""Outbound hooks: JSON POSTed to webhooks, with retries and a delivery log.
+"""Outbound messages: how the server tells the outside world. Result notifications (to an SMS
+or app gateway) and ops alerts (to a chat or alerting system) take the same way:
 
-Generic, so every kind of outbound message (ops alerts, result notifications) goes the same
-way: ``enqueue`` adds a row to ``outbound_deliveries`` in the caller's transaction (so a
-message is sent if and only if the change that caused it was committed); ``OutboundWorker``
-delivers due rows, retrying with exponential backoff until a 2xx answer or ``max_attempts``.
+1. ``enqueue`` adds a message for a *target* (``results``, ``alerts``) to ``notifications`` in
+   the caller's transaction, so a message exists if and only if the change that caused it was
+   committed. A ``dedup_key`` makes enqueueing idempotent.
+2. ``OutboundWorker`` hands each due message to its target's hook (``OutboundHook``: the real
+   one is ``WebhookHook``; ``server.fakes.RecordingHook`` keeps messages in memory), retries
+   failures with one ``RetryPolicy`` and logs every attempt in ``notification_deliveries``.
+
 Delivery is at least once: a receiver may see a message twice (after a timeout whose request
-did arrive) and can tell by the ``X-Swabline-Delivery`` header.
-
-Each body can be signed: ``X-Swabline-Signature: sha256=<hex HMAC-SHA256 of the body>`` with
-the target's secret.
+did arrive) and can tell by the ``X-Swabline-Delivery`` header, the same on every retry. Each
+body can be signed: ``X-Swabline-Signature: sha256=<hex HMAC-SHA256 of the body>`` with the
+target's key. Messages of a target without a hook wait (they go out once one is configured).
 """
 
 from __future__ import annotations
@@ -19,58 +22,37 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+import httpx
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server import __version__
-from server.models import OutboundDelivery
+from server.config import OutboundConfig, OutboundTarget
+from server.errors import ConfigError
+from server.models import Notification, NotificationDelivery
+from server.signing import load_secret
 
 log = logging.getLogger(__name__)
 
+RESULTS = "results"
+"""Target of result notifications to persons (``[outbound.results]``)."""
+ALERTS = "alerts"
+"""Target of ops alert changes (``[outbound.alerts]``)."""
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where messages of one kind go. ``name`` is stored with each delivery."""
-
-    name: str
-    url: str
-    secret: bytes | None = None
+Clock = Callable[[], datetime]
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 10
-    retry_min_s: float = 5.0
-    retry_max_s: float = 900.0
-
-    def delay(self, attempts: int) -> float:
-        """Seconds to wait after the ``attempts``-th failure."""
-        return float(min(self.retry_max_s, self.retry_min_s * 2 ** max(0, attempts - 1)))
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
-def enqueue(
-    session: Session, target: Target, event: str, payload: Mapping[str, Any], *, now: datetime
-) -> OutboundDelivery:
-    """Add a delivery of ``payload`` to ``target`` (committed with the caller's transaction)."""
-    row = OutboundDelivery(
-        target=target.name,
-        url=target.url,
-        event=event,
-        payload=dict(payload),
-        state="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(row)
-    return row
+# --- the hook -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +66,14 @@ class HookOutcome:
 
 
 class OutboundHook(Protocol):
-    """Delivers one message. Never raises for a delivery failure: it reports it in the outcome
-    and the worker retries. (The same shape as the result notifications' hooks, so one
-    transport serves both.)"""
+    """Something that delivers one message. Never raises for a delivery failure: it reports
+    it in the outcome, and the worker retries."""
 
     name: str
 
-    def deliver(self, *, event: str, delivery_id: str, payload: dict[str, Any]) -> HookOutcome: ...
+    def deliver(self, *, event: str, delivery_id: str, payload: dict[str, Any]) -> HookOutcome:
+        """Hand ``payload`` (an ``event`` message with a stable ``delivery_id``) over."""
+        ...
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -99,19 +82,27 @@ def signature(secret: bytes, body: bytes) -> str:
 
 
 class WebhookHook:
-    """POSTs each message as JSON to ``url`` with the standard library; 2xx means delivered.
+    """POSTs each message as JSON to ``url``; a 2xx answer means delivered.
 
-    Headers: ``X-Swabline-Event``, ``X-Swabline-Delivery`` (the same id on every retry of one
-    message) and, with a ``secret``, ``X-Swabline-Signature``. Needs outbound HTTP(S) to the
-    receiver (system CA store for HTTPS).
+    Headers: ``X-Swabline-Event`` (the event name), ``X-Swabline-Delivery`` (the same id on
+    every retry of one message, so the receiver can drop duplicates) and, when a ``secret`` is
+    set, ``X-Swabline-Signature: sha256=<HMAC-SHA256 of the body>``. Needs outbound HTTP(S) to
+    the receiver; ``client`` may be injected (proxies, custom CA).
     """
 
     name = "webhook"
 
-    def __init__(self, *, url: str, secret: bytes | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret: bytes | None = None,
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
         self.url = url
         self._secret = secret
-        self._timeout_s = timeout_s
+        self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
 
     def deliver(self, *, event: str, delivery_id: str, payload: dict[str, Any]) -> HookOutcome:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
@@ -121,41 +112,101 @@ class WebhookHook:
             "X-Swabline-Event": event,
             "X-Swabline-Delivery": delivery_id,
         }
-        if self._secret:
+        if self._secret is not None:
             headers["X-Swabline-Signature"] = signature(self._secret, body)
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+            response = self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
             return HookOutcome(
                 ok=False,
-                error=f"{type(exc).__name__}: {reason}"[:500],
+                error=f"{type(exc).__name__}: {exc}"[:500],
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         elapsed = (time.perf_counter() - started) * 1000
-        ok = 200 <= status < 300
-        return HookOutcome(ok, status, None if ok else f"HTTP {status}", elapsed)
+        if 200 <= response.status_code < 300:
+            return HookOutcome(ok=True, status_code=response.status_code, duration_ms=elapsed)
+        return HookOutcome(
+            ok=False,
+            status_code=response.status_code,
+            error=f"HTTP {response.status_code}: {response.text[:200]}",
+            duration_ms=elapsed,
+        )
+
+    def close(self) -> None:
+        self._client.close()
 
 
-def body_of(delivery: OutboundDelivery) -> dict[str, Any]:
+# --- the queue ----------------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session,
+    target: str,
+    event: str,
+    payload: Mapping[str, Any],
+    *,
+    dedup_key: str,
+    person_id: int | None = None,
+    result_id: int | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Queue a message for ``target`` in ``session``'s transaction; a second one with the same
+    ``dedup_key`` is ignored."""
+    at = now or _utcnow()
+    values = {
+        "target": target,
+        "event": event,
+        "dedup_key": dedup_key[:128],
+        "payload": dict(payload),
+        "person_id": person_id,
+        "result_id": result_id,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": at,
+        "created_at": at,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(Notification).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(Notification).values(values).on_conflict_do_nothing()
+    session.execute(stmt)
+
+
+def delivery_id(message_id: int) -> str:
+    """The ``X-Swabline-Delivery`` id of a message (the same on every retry)."""
+    return f"n-{message_id}"
+
+
+def body_of(message_id: int, event: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """What the receiver gets: the payload, with the event and the delivery id in it."""
-    return {"event": delivery.event, "delivery_id": delivery.id, **delivery.payload}
+    return {"event": event, "delivery_id": delivery_id(message_id), **payload}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 12
+    retry_min_s: float = 10.0
+    retry_max_s: float = 3600.0
+
+    def delay_s(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure (1, 2, ...)."""
+        return float(min(self.retry_max_s, self.retry_min_s * 2 ** max(0, attempts - 1)))
 
 
 class OutboundWorker:
-    """Delivers due rows of ``outbound_deliveries`` through the hook of each row's target.
+    """Delivers due messages through the hook of each one's target.
+
+    Several workers (server processes) may run: each claims a message by moving its
+    ``next_attempt_at`` ``lease_s`` ahead before delivering it, so a message is attempted by one
+    worker at a time and a worker that dies mid-attempt leaves it to be retried after the lease.
 
     Args:
         engine: the database.
-        hooks: target name -> hook (``WebhookHook``); rows of an unknown target wait.
+        hooks: target name -> hook; messages of other targets wait.
         policy: attempts and backoff.
+        poll_s: how often due messages are looked for when idle (``wake`` cuts it short).
         clock: now, timezone-aware.
-        batch: most deliveries handled per pass.
     """
 
     def __init__(
@@ -164,75 +215,166 @@ class OutboundWorker:
         engine: Engine,
         hooks: Mapping[str, OutboundHook],
         policy: RetryPolicy,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_s: float = 5.0,
         batch: int = 50,
+        lease_s: float = 120.0,
+        clock: Clock = _utcnow,
     ) -> None:
         self._engine = engine
-        self._hooks = dict(hooks)
+        self.hooks = dict(hooks)
         self._policy = policy
-        self._clock = clock
+        self._poll_s = poll_s
         self._batch = batch
+        self._lease = timedelta(seconds=lease_s)
+        self._clock = clock
         self.wake = threading.Event()
 
-    def run(self, stop: threading.Event, idle_s: float = 1.0) -> None:
-        """Deliver until ``stop`` is set; ``wake`` cuts the idle wait short."""
+    def run(self, stop: threading.Event, *, before: Callable[[], object] | None = None) -> None:
+        """Deliver until ``stop`` is set, calling ``before`` (the sweep that queues result
+        notifications still missing) ahead of each pass. A failed pass (the database gone) is
+        logged and tried again after ``poll_s``: the messages are still in the database."""
         while not stop.is_set():
             try:
+                if before is not None:
+                    before()
                 busy = self.deliver_due() > 0
-            except Exception:  # keep delivering later; the rows are still pending
+            except Exception:
                 log.exception("outbound delivery pass failed")
                 busy = False
             if not busy:
-                self.wake.wait(idle_s)
+                self.wake.wait(self._poll_s)
                 self.wake.clear()
 
     def deliver_due(self) -> int:
-        """One pass over due deliveries; returns how many were attempted."""
+        """Attempt every due message once; returns how many were attempted."""
+        if not self.hooks:
+            return 0
         now = self._clock()
         with Session(self._engine) as session:
-            due = session.scalars(
-                select(OutboundDelivery)
+            due = session.execute(
+                select(Notification.id, Notification.next_attempt_at)
                 .where(
-                    OutboundDelivery.state == "pending",
-                    OutboundDelivery.next_attempt_at <= now,
-                    OutboundDelivery.target.in_(sorted(self._hooks)),
+                    Notification.status == "pending",
+                    Notification.next_attempt_at <= now,
+                    Notification.target.in_(sorted(self.hooks)),
                 )
-                .order_by(OutboundDelivery.next_attempt_at, OutboundDelivery.id)
+                .order_by(Notification.next_attempt_at, Notification.id)
                 .limit(self._batch)
             ).all()
-            for delivery in due:
-                self._attempt(delivery)
-                session.commit()
-            return len(due)
+        attempted = 0
+        for mid, due_at in due:
+            if self._claim(mid, due_at, now):
+                self._attempt(mid)
+                attempted += 1
+        return attempted
 
-    def _attempt(self, d: OutboundDelivery) -> None:
-        hook = self._hooks[d.target]
-        d.attempts += 1
-        outcome = hook.deliver(event=d.event, delivery_id=str(d.id), payload=body_of(d))
+    def _claim(self, mid: int, due_at: datetime, now: datetime) -> bool:
+        with Session(self._engine) as session, session.begin():
+            claimed = session.execute(
+                update(Notification)
+                .where(
+                    Notification.id == mid,
+                    Notification.status == "pending",
+                    Notification.next_attempt_at == due_at,
+                )
+                .values(next_attempt_at=now + self._lease)
+            )
+            return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _attempt(self, mid: int) -> None:
+        with Session(self._engine) as session:
+            m = session.get(Notification, mid)
+            assert m is not None
+            target, event, attempt = m.target, m.event, m.attempts + 1
+            body = body_of(mid, event, m.payload)
+        hook = self.hooks[target]
+        outcome = hook.deliver(event=event, delivery_id=delivery_id(mid), payload=body)
         now = self._clock()
-        d.last_status = outcome.status_code
-        d.last_error = None if outcome.ok else (outcome.error or "failed")[:500]
-        if outcome.ok:
-            d.state, d.delivered_at = "delivered", now
-            log.info("delivered %s #%d to %s", d.event, d.id, d.target)
-        elif d.attempts >= self._policy.max_attempts:
-            d.state = "failed"
-            log.error(
-                "giving up %s #%d to %s after %d attempts: %s",
-                d.event,
-                d.id,
-                d.target,
-                d.attempts,
-                d.last_error,
+        with Session(self._engine) as session, session.begin():
+            m = session.get(Notification, mid)
+            assert m is not None
+            m.attempts = attempt
+            error = None if outcome.ok else (outcome.error or "failed")[:500]
+            session.add(
+                NotificationDelivery(
+                    notification_id=mid,
+                    attempt=attempt,
+                    at=now,
+                    hook=hook.name,
+                    ok=outcome.ok,
+                    status_code=outcome.status_code,
+                    error=error,
+                    duration_ms=outcome.duration_ms,
+                )
             )
-        else:
-            d.next_attempt_at = now + timedelta(seconds=self._policy.delay(d.attempts))
-            log.warning(
-                "delivery %s #%d to %s failed (%s); attempt %d at %s",
-                d.event,
-                d.id,
-                d.target,
-                d.last_error,
-                d.attempts + 1,
-                d.next_attempt_at.isoformat(),
-            )
+            if outcome.ok:
+                m.status, m.sent_at, m.last_error = "sent", now, None
+                log.info("delivered %s %s to %s", event, delivery_id(mid), target)
+            elif attempt >= self._policy.max_attempts:
+                m.status, m.last_error = "failed", error
+                log.error(
+                    "giving up %s %s to %s after %d attempts: %s",
+                    event,
+                    delivery_id(mid),
+                    target,
+                    attempt,
+                    error,
+                )
+            else:
+                m.last_error = error
+                m.next_attempt_at = now + timedelta(seconds=self._policy.delay_s(attempt))
+                log.warning(
+                    "delivery of %s %s to %s failed (%s); attempt %d at %s",
+                    event,
+                    delivery_id(mid),
+                    target,
+                    error,
+                    attempt + 1,
+                    m.next_attempt_at.isoformat(),
+                )
+
+    def close(self) -> None:
+        for hook in self.hooks.values():
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
+
+
+# --- from the configuration ---------------------------------------------------------------------
+
+
+def _hook(engine: Engine, config: OutboundConfig, name: str, target: OutboundTarget) -> WebhookHook:
+    assert target.webhook_url is not None
+    secret = None
+    if target.secret_file is not None:
+        try:
+            secret = load_secret(engine, f"outbound-{name}", target.secret_file)
+        except ConfigError as exc:
+            raise ConfigError(f"outbound.{name}.secret_file: {exc}") from None
+    return WebhookHook(url=target.webhook_url, secret=secret, timeout_s=config.timeout_s)
+
+
+def hooks_from_config(engine: Engine, config: OutboundConfig) -> dict[str, OutboundHook]:
+    """A webhook per target that has a ``webhook_url``."""
+    hooks: dict[str, OutboundHook] = {}
+    for name, target in ((RESULTS, config.results), (ALERTS, config.alerts)):
+        if target.webhook_url:
+            hooks[name] = _hook(engine, config, name, target)
+    return hooks
+
+
+def worker_from_config(
+    engine: Engine, config: OutboundConfig, *, clock: Clock = _utcnow
+) -> OutboundWorker:
+    """The server's one outbound worker, as ``[outbound]`` describes it."""
+    return OutboundWorker(
+        engine=engine,
+        hooks=hooks_from_config(engine, config),
+        policy=RetryPolicy(
+            max_attempts=config.max_attempts,
+            retry_min_s=config.retry_min_s,
+            retry_max_s=config.retry_max_s,
+        ),
+        poll_s=config.poll_s,
+        clock=clock,
+    )

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.config import ServerConfig
-from server.models import OutboundDelivery, StationCommand
+from server.models import Notification, StationCommand
 from server.ops.fleet import StationView, load_fleet
 from server.ops.monitor import status_rules
 from server.ops.rules import SEVERITY, AlertKind
@@ -152,10 +152,11 @@ class FleetCollector(Collector):
             views = load_fleet(
                 session, now=now, rules=self._rules, default_timezone=self._config.ops.timezone
             )
+            # Sent messages are not counted: their number grows with every result.
             deliveries = session.execute(
-                select(OutboundDelivery.target, OutboundDelivery.state, func.count()).group_by(
-                    OutboundDelivery.target, OutboundDelivery.state
-                )
+                select(Notification.target, Notification.status, func.count())
+                .where(Notification.status.in_(("pending", "failed")))
+                .group_by(Notification.target, Notification.status)
             ).all()
             command_states = session.execute(
                 select(StationCommand.name, StationCommand.state, func.count()).group_by(
@@ -167,7 +168,7 @@ class FleetCollector(Collector):
         yield from self._stations(views, now)
         out = GaugeMetricFamily(
             "swabline_outbound_deliveries",
-            "Outbound webhook deliveries by target and state",
+            "Outbound messages waiting (pending) or given up (failed), by target",
             labels=["target", "state"],
         )
         for target, state, n in deliveries:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from server import outbound
 from server.config import ServerConfig
 from server.models import Alert, StationOpsState, StationRow
 from server.ops import alerts, commands, gaps, history
@@ -26,7 +27,6 @@ from server.ops.fleet import StationView, load_fleet
 from server.ops.rules import Evaluation, StationFacts, evaluate
 from server.ops.settings import effective_thresholds
 from server.ops.status import StatusRules
-from server.outbound import Target, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,37 @@ PRUNE_EVERY_S = 3600.0
 
 
 def status_rules(config: ServerConfig) -> StatusRules:
-    return StatusRules(
-        heartbeat_s=config.ops.heartbeat_s,
-        stale_after_intervals=config.ops.stale_after_intervals,
-        offline_after_intervals=config.ops.offline_after_intervals,
-    )
+    return config.ops.status_rules()
 
 
-class WebhookNotifier:
-    """Sends alert changes to the alerts webhook (if one is configured) through ``outbound``."""
+class AlertNotifier:
+    """Queues alert changes for the ``alerts`` target of the outbound transport (when it is
+    configured: ``outbound.alerts.webhook_url``), in the transaction of the change.
 
-    def __init__(self, target: Target | None, on_enqueued: Callable[[], None] | None = None):
-        self.target = target
+    ``on_enqueued`` (the outbound worker's wake-up) is called after queueing.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        on_enqueued: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.enabled = enabled
         self._on_enqueued = on_enqueued
+        self._clock = clock
+
+    @classmethod
+    def from_config(
+        cls, config: ServerConfig, on_enqueued: Callable[[], None] | None = None
+    ) -> AlertNotifier:
+        return cls(enabled=bool(config.outbound.alerts.webhook_url), on_enqueued=on_enqueued)
 
     def __call__(self, session: Session, event: str, alert: Alert) -> None:
-        if self.target is None:
+        if not self.enabled:
             return
+        session.flush()  # the alert's id names the message
         station = session.get(StationRow, alert.station_id)
         payload = {
             "alert": alert_json(alert, station.name if station else None),
@@ -62,7 +76,14 @@ class WebhookNotifier:
                 "facility_id": station.facility_id if station else None,
             },
         }
-        enqueue(session, self.target, event, payload, now=datetime.now(UTC))
+        outbound.enqueue(
+            session,
+            outbound.ALERTS,
+            event,
+            payload,
+            dedup_key=f"alert:{alert.id}:{event}",
+            now=self._clock(),
+        )
         if self._on_enqueued is not None:
             self._on_enqueued()
 
@@ -82,7 +103,7 @@ class OpsMonitor:
     """Args:
     engine: the database.
     config: the server configuration (status rules, thresholds, history settings).
-    notify: where alert changes go (``WebhookNotifier``).
+    notify: where alert changes go (``AlertNotifier``).
     clock: now, timezone-aware.
     on_pass: called after each evaluation (the command dispatcher refreshes its list).
     """

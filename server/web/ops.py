@@ -3,8 +3,9 @@ operating hours, as pages (``/ops/...``) and as a JSON API (``/api/ops/...``).
 
 Viewing needs ``station.read`` (scoped to the caller's organisations); commands and alert
 actions need ``fleet.operate``; every change goes through ``server.ops`` and is audited there.
-The fleet page updates itself by fetching ``/api/ops/fleet`` every ``ops.fleet_refresh_s``
-(small inline script, no external JavaScript).
+The fleet page updates itself by fetching ``/api/ops/fleet`` every ``refresh_s`` of its answer
+(``ops.fleet_refresh_s``, by default derived from the heartbeat interval; small inline script,
+no external JavaScript).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -32,8 +34,9 @@ from server.errors import BadRequestError, NotFoundError
 from server.models import (
     Alert,
     FacilitySchedule,
+    Notification,
+    NotificationDelivery,
     Organisation,
-    OutboundDelivery,
     StationCommand,
     StationRow,
 )
@@ -45,11 +48,12 @@ from server.ops.fleet import StationView, load_fleet
 from server.ops.gaps import missing_ranges
 from server.ops.history import station_series
 from server.ops.i18n import KIND_NAMES, TEXTS, alert_text, duration
-from server.ops.monitor import WebhookNotifier, status_rules
-from server.ops.runtime import alert_target
+from server.ops.monitor import AlertNotifier, status_rules
+from server.ops.status import FLEET_SNAPSHOT_S
+from server.outbound import delivery_id
 from server.web.deps import Caller as ApiCaller
 from server.web.deps import Config, Db, PageCaller, check_form_csrf, remote_addr
-from server.web.schemas import Text
+from server.web.schemas import PathBigId, PathId, Text
 from server.web.templating import language, render
 
 log = logging.getLogger(__name__)
@@ -112,11 +116,13 @@ class FleetCache:
         engine: Engine,
         config: ServerConfig,
         *,
-        ttl_s: float = 1.0,
+        ttl_s: float = FLEET_SNAPSHOT_S,
         watched_s: float = 60.0,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self._engine = engine
         self._config = config
+        self._clock = clock
         self.ttl_s = ttl_s
         self.watched_s = watched_s
         self._guard = threading.Lock()
@@ -156,7 +162,7 @@ class FleetCache:
                 if not any(now - t < self.watched_s for _, t in self._wanted.values()):
                     continue
                 try:
-                    self._refresh(now)
+                    self.refresh(now)
                 except Exception:  # the next request computes on demand
                     log.exception("refreshing the fleet snapshot failed")
         finally:
@@ -166,16 +172,16 @@ class FleetCache:
         snap = self._snapshot
         # Kept warm, a snapshot a few periods old is still served rather than waited for.
         limit = self.ttl_s * (3 if self._warm else 1)
-        if snap is not None and (_now() - snap.at).total_seconds() < limit:
+        if snap is not None and (self._clock() - snap.at).total_seconds() < limit:
             return snap
         with self._guard:
             snap = self._snapshot
-            if snap is None or (_now() - snap.at).total_seconds() >= limit:
+            if snap is None or (self._clock() - snap.at).total_seconds() >= limit:
                 snap = self._snapshot = self._load()
             return snap
 
     def _load(self) -> _Snapshot:
-        now = _now()
+        now = self._clock()
         with Session(self._engine) as db:
             views = load_fleet(
                 db,
@@ -191,7 +197,10 @@ class FleetCache:
         data["groups"] = _groups(views)
         return data, json.dumps(data, ensure_ascii=False).encode()
 
-    def _refresh(self, now: float) -> None:
+    def refresh(self, now: float | None = None) -> None:
+        """Derive a new snapshot and render what was asked for in the last ``watched_s``
+        (``now``: ``time.monotonic()``); ``keep_warm`` calls it every ``ttl_s``."""
+        now = time.monotonic() if now is None else now
         snap = self._load()
         for key, (scope, asked) in list(self._wanted.items()):
             if now - asked < self.watched_s:
@@ -269,10 +278,10 @@ def _station(db: Session, config: ServerConfig, caller: Principal, station_id: s
     return views[0]
 
 
-def _notifier(request: Request) -> WebhookNotifier:
+def _notifier(request: Request) -> AlertNotifier:
     runtime = getattr(request.app.state, "ops", None)
-    wake = runtime.outbound.wake.set if runtime is not None else None
-    return WebhookNotifier(alert_target(request.app.state.config), on_enqueued=wake)
+    wake = runtime.wake_outbound if runtime is not None else None
+    return AlertNotifier.from_config(request.app.state.config, on_enqueued=wake)
 
 
 def _dispatch(request: Request, station_id: str) -> None:
@@ -330,7 +339,7 @@ def fleet_json(views: list[StationView], config: ServerConfig, now: datetime) ->
         summary[v.display_status] = summary.get(v.display_status, 0) + 1
     return {
         "generated_at": now.isoformat(),
-        "refresh_s": config.ops.fleet_refresh_s,
+        "refresh_s": config.ops.page_refresh_s(),
         "summary": summary,
         "alerts_live": sum(len(v.alerts) for v in views),
         "stations": [station_json(v, now) for v in views],
@@ -460,7 +469,7 @@ def api_alerts(
 
 @api.post("/alerts/{alert_id}/acknowledge")
 def api_acknowledge(
-    request: Request, caller: ApiCaller, db: Db, alert_id: int, body: NoteIn | None = None
+    request: Request, caller: ApiCaller, db: Db, alert_id: PathBigId, body: NoteIn | None = None
 ) -> dict[str, Any]:
     """Open -> acknowledged: someone is on it (no further notification). Audited."""
     alert = ops_alerts.acknowledge(
@@ -478,7 +487,7 @@ def api_acknowledge(
 
 @api.post("/alerts/{alert_id}/resolve")
 def api_resolve(
-    request: Request, caller: ApiCaller, db: Db, alert_id: int, body: NoteIn | None = None
+    request: Request, caller: ApiCaller, db: Db, alert_id: PathBigId, body: NoteIn | None = None
 ) -> dict[str, Any]:
     """Resolve by hand (a condition that still holds opens a new alert). Audited."""
     alert = ops_alerts.resolve(
@@ -531,7 +540,7 @@ def api_commands(
 
 @api.get("/commands/{command_id}")
 def api_command_get(
-    caller: ApiCaller, db: Db, config: Config, command_id: Annotated[str, Path(max_length=64)]
+    caller: ApiCaller, db: Db, config: Config, command_id: Annotated[Text, Path(max_length=64)]
 ) -> dict[str, Any]:
     """One command and its result (a diagnostics bundle, for ``diagnostics``)."""
     row = db.get(StationCommand, command_id)
@@ -575,7 +584,7 @@ def api_set_thresholds(
 
 
 @api.get("/schedules/{facility_id}")
-def api_schedule(caller: ApiCaller, db: Db, facility_id: int) -> dict[str, Any] | None:
+def api_schedule(caller: ApiCaller, db: Db, facility_id: PathId) -> dict[str, Any] | None:
     """A facility's operating hours (``null``: none, always operating)."""
     scope = caller.require(Permission.STATION_READ)
     facility = db.get(Organisation, facility_id)
@@ -587,7 +596,7 @@ def api_schedule(caller: ApiCaller, db: Db, facility_id: int) -> dict[str, Any] 
 
 @api.put("/schedules/{facility_id}")
 def api_set_schedule(
-    request: Request, caller: ApiCaller, db: Db, facility_id: int, body: ScheduleIn
+    request: Request, caller: ApiCaller, db: Db, facility_id: PathId, body: ScheduleIn
 ) -> dict[str, Any]:
     """Set a facility's operating hours. Audited."""
     parsed = ops_settings.set_schedule(
@@ -599,7 +608,9 @@ def api_set_schedule(
 
 
 @api.delete("/schedules/{facility_id}", status_code=204)
-def api_delete_schedule(request: Request, caller: ApiCaller, db: Db, facility_id: int) -> Response:
+def api_delete_schedule(
+    request: Request, caller: ApiCaller, db: Db, facility_id: PathId
+) -> Response:
     """Remove a facility's operating hours (its stations then count as always operating)."""
     ops_settings.set_schedule(
         db, caller, facility_id, None, now=_now(), remote_addr=remote_addr(request)
@@ -610,27 +621,43 @@ def api_delete_schedule(request: Request, caller: ApiCaller, db: Db, facility_id
 
 @api.get("/deliveries")
 def api_deliveries(
-    caller: ApiCaller, db: Db, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    caller: ApiCaller,
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    target: Annotated[Literal["alerts", "results"] | None, Query()] = None,
 ) -> list[dict[str, Any]]:
-    """The outbound delivery log (alert webhooks), newest first. Province-level only."""
+    """The outbound delivery log (alert changes and result notifications, one log), newest
+    first, without the messages themselves. Province-level only."""
     scope = caller.require(Permission.FLEET_OPERATE)
     if not scope.includes_unassigned:
         raise NotFoundError("the delivery log is province-wide")
-    rows = db.scalars(select(OutboundDelivery).order_by(OutboundDelivery.id.desc()).limit(limit))
+    query = select(Notification).order_by(Notification.id.desc()).limit(limit)
+    if target is not None:
+        query = query.where(Notification.target == target)
+    rows = db.scalars(query).all()
+    last: dict[int, NotificationDelivery] = {}
+    if rows:
+        for d in db.scalars(
+            select(NotificationDelivery)
+            .where(NotificationDelivery.notification_id.in_([m.id for m in rows]))
+            .order_by(NotificationDelivery.attempt)
+        ):
+            last[d.notification_id] = d
     return [
         {
-            "id": d.id,
-            "target": d.target,
-            "event": d.event,
-            "state": d.state,
-            "attempts": d.attempts,
-            "last_status": d.last_status,
-            "last_error": d.last_error,
-            "created_at": _iso(d.created_at),
-            "next_attempt_at": _iso(d.next_attempt_at),
-            "delivered_at": _iso(d.delivered_at),
+            "id": m.id,
+            "delivery_id": delivery_id(m.id),
+            "target": m.target,
+            "event": m.event,
+            "state": m.status,
+            "attempts": m.attempts,
+            "last_status": last[m.id].status_code if m.id in last else None,
+            "last_error": m.last_error,
+            "created_at": _iso(m.created_at),
+            "next_attempt_at": _iso(m.next_attempt_at) if m.status == "pending" else None,
+            "sent_at": _iso(m.sent_at),
         }
-        for d in rows
+        for m in rows
     ]
 
 
@@ -810,7 +837,7 @@ def alert_form(
     request: Request,
     caller: PageCaller,
     db: Db,
-    alert_id: int,
+    alert_id: PathBigId,
     action: Literal["acknowledge", "resolve"],
     csrf_token: Annotated[str | None, Form(max_length=100)] = None,
     note: Annotated[Text | None, Form(max_length=500)] = None,
@@ -905,7 +932,7 @@ def schedule_form(
     request: Request,
     caller: PageCaller,
     db: Db,
-    facility_id: int,
+    facility_id: PathId,
     csrf_token: Annotated[str | None, Form(max_length=100)] = None,
     schedule: Annotated[Text, Form(max_length=10_000)] = "",
 ) -> Response:

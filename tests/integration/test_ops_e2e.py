@@ -35,14 +35,14 @@ FAST_OPS = """
 evaluate_s = 0.5
 heartbeat_s = 1
 
-[alerts]
-webhook_url = "{hook}"
-
 [alerts.thresholds]
 offline_after_s = 2
 
 [outbound]
 retry_min_s = 0.5
+
+[outbound.alerts]
+webhook_url = "{hook}"
 """
 
 

@@ -1,5 +1,7 @@
-"""Notifications through the webhook: a real HTTP server on 127.0.0.1 that fails, then accepts;
-retries with backoff; every attempt in the delivery log."""
+"""Result notifications through the outbound webhook: a real HTTP server on 127.0.0.1 that
+fails, then accepts; retries with backoff; every attempt in the delivery log; the server's
+threads sweep results and deliver them. (``test_outbound.py`` covers the transport that alerts
+share.)"""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from server.db import make_engine, migrate
 from server.fakes import RecordingHook
-from server.hooks import WebhookHook, signature
 from server.models import Notification, NotificationDelivery
-from server.notify import Dispatcher, backoff_s, enqueue
+from server.notify import enqueue
+from server.outbound import RESULTS, OutboundWorker, RetryPolicy, WebhookHook, signature
 
 
 class Gateway:
@@ -85,24 +87,27 @@ def test_a_webhook_that_fails_first_is_retried_with_backoff_until_it_accepts(
         enqueue(s, event="result", dedup_key="result:1:1", payload=payload, now=clock.now)
         enqueue(s, event="result", dedup_key="result:1:1", payload=payload, now=clock.now)
     hook = WebhookHook(url=gateway.url, secret=b"gateway-secret", timeout_s=5)
-    dispatcher = Dispatcher(
-        engine=engine, hook=hook, backoff_base_s=30, backoff_max_s=600, max_attempts=5, now=clock
+    worker = OutboundWorker(
+        engine=engine,
+        hooks={RESULTS: hook},
+        policy=RetryPolicy(retry_min_s=30, retry_max_s=600, max_attempts=5),
+        clock=clock,
     )
-    assert dispatcher.run_once() == 1  # fails (503)
-    assert dispatcher.run_once() == 0  # not due before the backoff
+    assert worker.deliver_due() == 1  # fails (503)
+    assert worker.deliver_due() == 0  # not due before the backoff
     clock.now += timedelta(seconds=30)
-    assert dispatcher.run_once() == 1  # fails again
+    assert worker.deliver_due() == 1  # fails again
     clock.now += timedelta(seconds=59)
-    assert dispatcher.run_once() == 0  # second backoff is 60 s
+    assert worker.deliver_due() == 0  # second backoff is 60 s
     clock.now += timedelta(seconds=1)
-    assert dispatcher.run_once() == 1  # accepted
+    assert worker.deliver_due() == 1  # accepted
     clock.now += timedelta(days=1)
-    assert dispatcher.run_once() == 0  # sent: never again
+    assert worker.deliver_due() == 0  # sent: never again
     hook.close()
 
     assert len(gateway.requests) == 3
     headers, body = gateway.requests[-1]
-    assert json.loads(body) == payload
+    assert json.loads(body) == {**payload, "delivery_id": headers["X-Swabline-Delivery"]}
     assert headers["X-Swabline-Event"] == "result"
     assert headers["X-Swabline-Signature"] == signature(b"gateway-secret", body)
     # The same delivery id on every retry, so the gateway can drop duplicates.
@@ -130,11 +135,16 @@ def test_an_unreachable_gateway_gives_up_after_max_attempts(engine: Engine) -> N
     url = probe.url
     probe.close()
     hook = WebhookHook(url=url, timeout_s=2)
-    dispatcher = Dispatcher(engine=engine, hook=hook, backoff_base_s=1, max_attempts=3, now=clock)
+    worker = OutboundWorker(
+        engine=engine,
+        hooks={RESULTS: hook},
+        policy=RetryPolicy(retry_min_s=1, max_attempts=3),
+        clock=clock,
+    )
     for _ in range(3):
-        assert dispatcher.run_once() == 1
+        assert worker.deliver_due() == 1
         clock.now += timedelta(seconds=10)
-    assert dispatcher.run_once() == 0
+    assert worker.deliver_due() == 0
     hook.close()
     with Session(engine) as s:
         note = s.scalars(select(Notification)).one()
@@ -142,36 +152,33 @@ def test_an_unreachable_gateway_gives_up_after_max_attempts(engine: Engine) -> N
         assert note.last_error is not None and note.last_error.startswith("ConnectError")
 
 
-def test_the_dispatcher_thread_delivers_in_the_background(engine: Engine) -> None:
+def test_the_worker_thread_delivers_in_the_background(engine: Engine) -> None:
     hook = RecordingHook(fail_first=1)
     with Session(engine) as s, s.begin():
-        enqueue(s, event="alert", dedup_key="a", payload={"station": "st-1"})
-    dispatcher = Dispatcher(engine=engine, hook=hook, backoff_base_s=0.05, poll_s=0.02)
+        enqueue(s, event="result", dedup_key="a", payload={"tube": "T-1"})
+    worker = OutboundWorker(
+        engine=engine, hooks={RESULTS: hook}, policy=RetryPolicy(retry_min_s=0.05), poll_s=0.02
+    )
     stop = threading.Event()
-    rounds = {"n": 0}
 
     def before() -> None:
-        rounds["n"] += 1
         if hook.deliveries:
             stop.set()
 
-    worker = threading.Thread(target=dispatcher.run, args=(stop,), kwargs={"before": before})
-    worker.start()
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"before": before})
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
     assert hook.attempts == 2
-    assert hook.deliveries == [("alert", hook.deliveries[0][1], {"station": "st-1"})]
+    delivery = hook.deliveries[0][1]
+    assert hook.deliveries == [
+        ("result", delivery, {"event": "result", "delivery_id": delivery, "tube": "T-1"})
+    ]
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff_s(n, base_s=30, max_s=300) for n in (1, 2, 3, 4, 5, 6)] == [
-        30,
-        60,
-        120,
-        240,
-        300,
-        300,
-    ]
+    policy = RetryPolicy(retry_min_s=30, retry_max_s=300)
+    assert [policy.delay_s(n) for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 300, 300]
 
 
 def test_a_result_reaches_the_gateway_for_every_person_through_the_server_threads(
@@ -200,7 +207,11 @@ def test_a_result_reaches_the_gateway_for_every_person_through_the_server_thread
         enter_result(s, world.lab_staff, ctx, tube_code="KG-RG-000777", value="negative")
     config = ServerConfig.model_validate(
         {
-            "notify": {"webhook_url": gateway.url, "backoff_base_s": 0.05, "poll_s": 0.05},
+            "outbound": {
+                "retry_min_s": 0.05,
+                "poll_s": 0.05,
+                "results": {"webhook_url": gateway.url},
+            },
             "reports": {"schedule": False},
         }
     )

@@ -16,7 +16,7 @@ from server.ingest import classify, store_resilient
 from server.models import (
     Alert,
     AuditEntry,
-    OutboundDelivery,
+    Notification,
     Role,
     StationOpsState,
     StationRow,
@@ -26,10 +26,10 @@ from server.ops import alerts as ops_alerts
 from server.ops import settings as ops_settings
 from server.ops.fleet import load_fleet
 from server.ops.history import prune, station_series
-from server.ops.monitor import OpsMonitor, WebhookNotifier, status_rules
+from server.ops.monitor import AlertNotifier, OpsMonitor, status_rules
 from server.ops.rules import AlertKind
 from server.ops.status import Status
-from server.outbound import Target
+from server.web.ops import FleetCache
 from tests.server.factories import message, record
 from tests.server.ops_helpers import (
     Tree,
@@ -42,7 +42,6 @@ from tests.server.ops_helpers import (
 )
 
 CONFIG = ServerConfig()
-TARGET = Target("alerts", "http://127.0.0.1:9/hook")
 
 
 class Clock:
@@ -72,7 +71,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def monitor(engine: Engine, clock: Clock) -> Iterator[OpsMonitor]:
-    yield OpsMonitor(engine=engine, config=CONFIG, notify=WebhookNotifier(TARGET), clock=clock)
+    yield OpsMonitor(
+        engine=engine, config=CONFIG, notify=AlertNotifier(enabled=True, clock=clock), clock=clock
+    )
 
 
 def live(engine: Engine) -> dict[tuple[str, str], str]:
@@ -85,7 +86,7 @@ def live(engine: Engine) -> dict[tuple[str, str], str]:
 
 def events(engine: Engine) -> list[tuple[str, str, str]]:
     with Session(engine) as s:
-        rows = s.scalars(select(OutboundDelivery).order_by(OutboundDelivery.id)).all()
+        rows = s.scalars(select(Notification).order_by(Notification.id)).all()
         return [
             (d.event, d.payload["alert"]["station_id"], d.payload["alert"]["kind"]) for d in rows
         ]
@@ -145,7 +146,7 @@ def test_status_goes_stale_then_offline_and_the_alert_opens_then_resolves_itself
     with Session(engine) as s:
         alert = s.scalars(select(Alert)).one()
         assert alert.state == "resolved" and alert.resolved_by is None  # automatic
-        delivery = s.scalars(select(OutboundDelivery)).first()
+        delivery = s.scalars(select(Notification)).first()
         assert delivery is not None
         text = delivery.payload["alert"]["text"]
     assert "Bàn 1" in text["vi"] and "during operating hours" in text["en"]
@@ -230,7 +231,7 @@ def test_ops_acknowledge_and_resolve_alerts_in_their_scope_and_it_is_audited(
     ops_elsewhere = principal(engine, Role.OPS, tree.facility, "ops-q1")  # F1 only; alert is F2
     ops = principal(engine, Role.OPS, tree.province, "ops-hcm")
     staff = principal(engine, Role.SAMPLING_STAFF, tree.province, "staff")
-    notify = WebhookNotifier(TARGET)
+    notify = AlertNotifier(enabled=True, clock=clock)
     with Session(engine) as s:
         with pytest.raises(NotFoundError):
             ops_alerts.acknowledge(
@@ -363,3 +364,49 @@ def test_alert_kinds_have_texts_in_both_languages() -> None:
     from server.ops.i18n import ALERT_TEXTS, KIND_NAMES
 
     assert set(ALERT_TEXTS) == set(KIND_NAMES) == {k.value for k in AlertKind}
+
+
+def test_a_hung_station_shows_as_stale_on_the_fleet_page_within_two_heartbeat_intervals(
+    engine: Engine, tree: Tree, clock: Clock
+) -> None:
+    """The real fleet snapshot on the clock seam: heartbeats every interval, then none (a hung
+    agent whose connection stays up); three open pages poll at the period the fleet API tells
+    them, at different phases, while the snapshot is refreshed every second as the server's
+    ``keep_warm`` does. Each page sees "stale" at most two intervals after the last heartbeat,
+    and never while heartbeats arrive."""
+    config = ServerConfig()  # the defaults: 10 s heartbeats
+    interval = config.ops.heartbeat_s
+    viewer = principal(engine, Role.OPS, tree.province, "ops-hcm")
+    cache = FleetCache(engine, config, clock=clock)
+    start = clock.now
+    ingest(engine, status("st-1", "online", 1, at=start), heartbeat("st-1", start))
+    refresh_s = cache.fleet(viewer)[0]["refresh_s"]
+    assert refresh_s == config.ops.page_refresh_s() <= interval / 2
+    step = 0.25
+    phases = (0.25, refresh_s / 2, refresh_s - step)  # when each page first polls
+    next_poll = [start + timedelta(seconds=p) for p in phases]
+    next_snapshot = start + timedelta(seconds=cache.ttl_s)
+    last_heartbeat = start
+    hung_at = start + timedelta(seconds=6 * interval)  # the last heartbeat
+    first_stale: list[datetime | None] = [None] * len(phases)
+    while clock.now < hung_at + timedelta(seconds=3 * interval):
+        clock.advance(step)
+        if clock.now <= hung_at and clock.now >= last_heartbeat + timedelta(seconds=interval):
+            last_heartbeat = clock.now
+            ingest(engine, heartbeat("st-1", clock.now))
+        if clock.now >= next_snapshot:
+            cache.refresh()
+            next_snapshot += timedelta(seconds=cache.ttl_s)
+        for page, due in enumerate(next_poll):
+            if clock.now < due:
+                continue
+            next_poll[page] = due + timedelta(seconds=refresh_s)
+            shown = cache.fleet(viewer)[0]["stations"][0]["status"]
+            if clock.now <= hung_at:
+                assert shown == "online", (page, clock.now - start)
+            elif shown == "stale" and first_stale[page] is None:
+                first_stale[page] = clock.now
+    assert last_heartbeat == hung_at
+    for seen in first_stale:
+        assert seen is not None
+        assert timedelta(seconds=interval) < seen - hung_at <= timedelta(seconds=2 * interval)

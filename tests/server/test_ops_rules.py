@@ -9,10 +9,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from server.config import AlertThresholds
+from server.config import AlertThresholds, ServerConfig
 from server.ops.rules import AlertKind, StationFacts, evaluate
 from server.ops.schedule import Schedule, in_operating_hours
-from server.ops.status import Status, StatusRules, derive_status
+from server.ops.status import (
+    Status,
+    StatusRules,
+    derive_status,
+    fleet_refresh_s,
+    shown_within_s,
+)
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)  # Friday 10:00 in Ho Chi Minh City
@@ -52,6 +58,30 @@ def test_the_stations_own_interval_sets_the_staleness_clock() -> None:
     assert status(heartbeat_ago=50, interval=30) is Status.ONLINE
     assert status(heartbeat_ago=61, interval=30) is Status.STALE
     assert status(heartbeat_ago=181, interval=30) is Status.OFFLINE
+
+
+def test_the_default_stale_threshold_and_page_refresh_fit_in_two_heartbeat_intervals() -> None:
+    ops = ServerConfig().ops
+    rules = ops.status_rules()
+    refresh = ops.page_refresh_s()
+    # Stale after 15 s, the snapshot at most 1 s old, a poll every 2 s: 18 s <= 20 s.
+    assert (rules.stale_after_intervals, refresh) == (1.5, 2.0)
+    assert shown_within_s(rules, refresh) <= 2 * rules.heartbeat_s
+    last = NOW - timedelta(seconds=rules.heartbeat_s + 4.5)  # a heartbeat 4.5 s late
+    ok = derive_status(
+        state="online",
+        last_heartbeat_at=last,
+        last_seen_at=None,
+        heartbeat_s=None,
+        now=NOW,
+        rules=rules,
+    )
+    assert ok is Status.ONLINE  # late is not stale
+    # The refresh follows the interval; an explicit setting wins; past the promise, 1 s.
+    assert fleet_refresh_s(StatusRules(heartbeat_s=30)) == 7.0  # (60 - 45 - 1) / 2
+    explicit = ServerConfig.model_validate({"ops": {"fleet_refresh_s": 7}}).ops
+    assert explicit.page_refresh_s() == 7
+    assert fleet_refresh_s(StatusRules(heartbeat_s=10, stale_after_intervals=2)) == 1.0
 
 
 WEEKDAYS = Schedule.model_validate(

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.models import Alert, AuditEntry, StationCommand
-from server.ops.monitor import OpsMonitor, WebhookNotifier
+from server.ops.monitor import AlertNotifier, OpsMonitor
 from tests.server.conftest import PASSWORD, Env
 from tests.server.ops_helpers import heartbeat, ingest, status
 
@@ -43,7 +43,7 @@ def live_fleet(env: Env, *, hot: bool = False) -> None:
         )  # fmt: skip
     ingest(env.engine, heartbeat("st-2", now - timedelta(hours=1)))
     ingest(env.engine, status("st-2", "offline", 1))
-    monitor = OpsMonitor(engine=env.engine, config=env.config, notify=WebhookNotifier(None))
+    monitor = OpsMonitor(engine=env.engine, config=env.config, notify=AlertNotifier(enabled=False))
     monitor.evaluate()
 
 
