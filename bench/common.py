@@ -359,13 +359,17 @@ def run_simulate(args: list[str], *, timeout_s: float) -> dict[str, Any]:
     return summary
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``bench/results/NAME.json`` with the machine and date added."""
+def write_results(
+    name: str, payload: dict[str, Any], *, machine: dict[str, Any] | None = None
+) -> Path:
+    """Write ``bench/results/NAME.json`` with the date (now) and ``machine`` added: pass
+    ``machine_info()`` taken when the benchmark started, so that its load average is the one
+    the runs started with (default: taken now)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine or machine_info(),
         **payload,
     }
     path = RESULTS / f"{name}.json"

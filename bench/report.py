@@ -106,7 +106,10 @@ def _num(v: float | None, digits: int = 0) -> str:
 def machine_lines(data: dict[str, Any]) -> list[str]:
     m = data["machine"]
     raw = data["raw"]
-    load = ", ".join(f"{x:.2f}" for x in m["load_average"])
+    # Results written before the machine was taken at the start carry the load average of the
+    # end; the first run's own reading is the start's.
+    first = next((r["summary"] for r in data["runs"] if r.get("summary")), {})
+    load = ", ".join(f"{x:.2f}" for x in first.get("load_average_before", m["load_average"]))
     quick = " **Quick (development) sizes.**" if data["_file"].endswith("-quick.json") else ""
     source = next(
         (r["summary"]["target"].get("server_source") for r in data["runs"] if r.get("summary")),

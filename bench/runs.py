@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import fresh_postgres, raw_passthrough, run_simulate, write_results
+from bench.common import (
+    fresh_postgres,
+    machine_info,
+    raw_passthrough,
+    run_simulate,
+    write_results,
+)
 
 QUICK_SUFFIX = "-quick"
 SERVER_ARGS: list[str] = []
@@ -68,7 +74,8 @@ def _name(base: str, quick: bool) -> str:
 
 
 def bench_raw(*, quick: bool, db: str) -> Path:
-    return write_results(_name("raw", quick), {"raw": _raw(quick), "runs": []})
+    machine = machine_info()
+    return write_results(_name("raw", quick), {"raw": _raw(quick), "runs": []}, machine=machine)
 
 
 def bench_scale(*, quick: bool, db: str) -> Path:
@@ -78,6 +85,7 @@ def bench_scale(*, quick: bool, db: str) -> Path:
     connections cost anything? ``drain``: every station holds the same share of a fixed total
     backlog and all connect at once: the most the server absorbs with N stations connected.
     """
+    machine = machine_info()
     stations = [50, 200, 500] if quick else [100, 1000, 5000, 10000]
     rate = 200 if quick else 1000
     duration = 15 if quick else 90
@@ -105,11 +113,13 @@ def bench_scale(*, quick: bool, db: str) -> Path:
             "drain_total_records": total_backlog,
             "runs": runs,
         },
+        machine=machine,
     )
 
 
 def bench_rates(*, quick: bool, db: str) -> Path:
     """Throughput and p99 against the offered records per second, with a fixed fleet."""
+    machine = machine_info()
     stations = 200 if quick else 1000
     rates = [100, 300, 1000] if quick else [250, 500, 1000, 2000, 4000]
     duration = 15 if quick else 60
@@ -125,11 +135,13 @@ def bench_rates(*, quick: bool, db: str) -> Path:
     return write_results(
         _name("rates", quick),
         {"raw": raw, "db": db, "stations": stations, "duration_s": duration, "runs": runs},
+        machine=machine,
     )
 
 
 def bench_workers(*, quick: bool, db: str) -> Path:
     """1, 2 and 4 ingest workers in one MQTT 5 shared-subscription group, same backlog."""
+    machine = machine_info()
     stations = 200 if quick else 1000
     per = 50 if quick else 100
     raw = _raw(quick)
@@ -142,11 +154,13 @@ def bench_workers(*, quick: bool, db: str) -> Path:
     return write_results(
         _name("workers", quick),
         {"raw": raw, "db": db, "stations": stations, "backlog": per, "runs": runs},
+        machine=machine,
     )
 
 
 def bench_storm(*, quick: bool, db: str) -> Path:
     """5,000 stations with 200 records each waiting reconnect at once."""
+    machine = machine_info()
     stations, per = (500, 20) if quick else (5000, 200)
     raw = _raw(quick)
     s = _run(
@@ -163,4 +177,5 @@ def bench_storm(*, quick: bool, db: str) -> Path:
             "backlog": per,
             "runs": [{"series": "storm", "stations": stations, "summary": s}],
         },
+        machine=machine,
     )
