@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, kind, what in (
         ("--heartbeat-s", float, "heartbeat period, s"),
         ("--resend-after-s", float, "resend what is unacknowledged after, s"),
+        ("--resend-max-s", float, "cap of a record's resend interval (it backs off), s"),
         ("--max-inflight", int, "QoS 1 messages in flight per connection"),
         ("--drain-per-s", float, "most records a station sends per second (backlog pace)"),
         ("--max-unacked", int, "most records a station has sent and not seen acknowledged"),

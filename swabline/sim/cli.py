@@ -101,6 +101,7 @@ def _options(args: argparse.Namespace) -> SimOptions:
         for key in (
             "heartbeat_s",
             "resend_after_s",
+            "resend_max_s",
             "max_inflight",
             "drain_per_s",
             "max_unacked",

@@ -2,7 +2,8 @@
 
 Each simulated station is the real station loop, ``agent.station.Station`` (outbox until the
 server's acknowledgement, resend of everything pending on reconnect, resend of what stays
-unacknowledged for ``resend_after_s``, heartbeats), with three adapters swapped: an in-memory
+unacknowledged as the station's resend rule says (``resend_after_s``, backing off up to
+``resend_max_s``), heartbeats), with three adapters swapped: an in-memory
 outbox (the simulator loads the network and the server, not a Pi's SD card), a workflow that
 returns what ``staff.Staff`` planned, and ``uplink.AsyncioMqttUplink``. Nothing in the station
 logic is re-implemented here, so a change to ``Station`` changes the simulation with it.
@@ -205,6 +206,7 @@ class SimOptions:
     # A real station's settings: the defaults of the station's [mqtt] section.
     heartbeat_s: float = _STATION.heartbeat_s
     resend_after_s: float = _STATION.resend_after_s
+    resend_max_s: float = _STATION.resend_max_s
     max_inflight: int = _STATION.max_inflight
     keepalive_s: int = _STATION.keepalive_s
     reconnect_min_s: float = _STATION.reconnect_min_s
@@ -270,6 +272,7 @@ class SimStation:
             clock=clock,
             heartbeat_s=options.heartbeat_s,
             resend_after_s=options.resend_after_s,
+            resend_max_s=options.resend_max_s,
             drain_per_s=options.drain_per_s,
             max_unacked=options.max_unacked,
         )
