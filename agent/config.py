@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -383,6 +384,33 @@ class HealthConfig(_Section):
         return value
 
 
+class EnrollmentConfig(_Section):
+    """Which servers ``swabline provision`` may enroll this station with (set in the image)."""
+
+    servers: list[str] = Field(
+        default_factory=list,
+        description="URLs of the servers this station may enroll with (https://host[:port]"
+        "[/path]); an enrollment card naming any other server is refused. Required to wait for "
+        "a card.",
+    )
+    server_ca: Path | None = Field(
+        None,
+        description="CA certificate the server's HTTPS certificate must chain to (the "
+        "province's CA), instead of the system's trust store.",
+    )
+
+    @field_validator("servers")
+    @classmethod
+    def _server_urls(cls, servers: list[str]) -> list[str]:
+        for url in servers:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an https:// URL")
+            if parts.query or parts.fragment or parts.username or parts.password:
+                raise ValueError(f"{url!r}: no query, fragment or user name in a server URL")
+        return servers
+
+
 class StationConfig(_Section):
     station_id: str = Field(
         pattern=f"^{STATION_ID_PATTERN}$", description="This station's id, as enrolled."
@@ -393,13 +421,19 @@ class StationConfig(_Section):
     feedback: AnyFeedbackConfig = Field(default_factory=FeedbackConfig)
     workflow: WorkflowConfig | None = Field(
         None,
-        description="The sampling workflow; without it every scan is stored as a raw 'scan' "
-        "record (development only).",
+        description="The sampling workflow; a station needs it (or [lab]) unless "
+        "development_raw_scans is set.",
     )
     lab: LabStationConfig | None = Field(
         None, description="Present on a lab station: receive tubes instead of sampling."
     )
     health: HealthConfig = Field(default_factory=HealthConfig)
+    enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
+    development_raw_scans: bool = Field(
+        False,
+        description="Allow a station with neither [workflow] nor [lab]: every scan is stored as "
+        "a raw 'scan' record, without pairing checks. Development and tests only.",
+    )
 
     @model_validator(mode="after")
     def _one_workflow(self) -> StationConfig:

@@ -8,12 +8,27 @@ Two ways in, one way out:
   refused with the ``REJECTED`` signal, a refused card too (the reason goes to the journal), and
   the station keeps waiting. Joins the Wi-Fi named on the card first, if any.
 
+Either way the server must be one the image allows: ``[enrollment] servers`` in the template
+(the province's server URLs), so a forged card pointing elsewhere is refused before its token is
+sent anywhere; ``[enrollment] server_ca`` (or ``--server-ca``) pins the CA the server's HTTPS
+certificate must chain to. Waiting for a card needs ``servers``; with ``--server`` typed by a
+technician it is checked when set.
+
 Then the station posts the token to the server (``protocol.enrollment``), and writes, next to
 ``--out``: ``mqtt-password`` (0600), ``ca.crt`` and finally ``station.toml`` (0600) = the
 template + the station id + the ``[mqtt]`` connection. Every file is written to a temporary name,
 flushed, and renamed into place only when all are ready, the configuration last: a failure
 leaves the previous state untouched, and ``station.toml`` (what ``swabline-agent.service`` waits
-for) appears only once everything it points to is there. Success shows ``CONFIRMED``.
+for) appears only once everything it points to is there. Success shows ``CONFIRMED``, a refusal
+``REJECTED``, on the template's LEDs and buzzer, both ways in.
+
+With ``--server``/``--token`` on a station whose ``swabline-provision.service`` is waiting for a
+card, that service is stopped first (it holds the scanner and the LEDs); after success
+``swabline-agent.service`` is started, after a failure the waiting service again.
+
+An outbox left by another identity of this Pi (another station id in the previous
+``station.toml``, or records of another station) is set aside whole, counters included, so the
+new station's numbering starts from what the server holds for it.
 
 Everything that can be checked before the token is spent is checked first (template, folder,
 owner, outbox), because the server consumes the token when it answers.
@@ -52,7 +67,7 @@ from agent.config import StationConfig, parse_config
 from agent.errors import AgentError, ConfigError, ProvisionError
 from agent.outbox import TinyDbOutbox
 from agent.ports import Feedback, Scan, ScanSource, Signal, SourceEvent
-from agent.preflight import check_ca_file, check_writable_dir
+from agent.preflight import check_ca_file, check_workflow, check_writable_dir
 from protocol.cards import CardError, EnrollmentCard, is_enrollment_card, parse_enrollment_card
 from protocol.enrollment import ENROLL_PATH, EnrollRequest, EnrollResponse
 
@@ -128,6 +143,39 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     except (ValueError, AttributeError, OSError):
         detail = None
     return str(detail) if detail else f"HTTP {exc.code}"
+
+
+def server_allowed(url: str, servers: Sequence[str]) -> bool:
+    """Whether ``url`` is one of ``servers``: same scheme, host and port, and a path at or under
+    the allowed one (``https://a.example`` does not allow ``https://a.example.evil.org``)."""
+    card = urllib.parse.urlsplit(url)
+    for allowed in servers:
+        pin = urllib.parse.urlsplit(allowed)
+        if (
+            card.scheme == pin.scheme
+            and card.hostname is not None
+            and card.hostname == pin.hostname
+            and _port(card) == _port(pin)
+            and (card.path.rstrip("/") + "/").startswith(pin.path.rstrip("/") + "/")
+        ):
+            return True
+    return False
+
+
+def _port(parts: urllib.parse.SplitResult) -> int | None:
+    try:
+        return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        return None
+
+
+def check_server(url: str, servers: Sequence[str] | None) -> None:
+    """``ProvisionError`` unless ``url`` is allowed (``servers`` None: any server)."""
+    if servers is not None and not server_allowed(url, servers):
+        raise ProvisionError(
+            f"refused: {url} is not a server this station may enroll with "
+            f"(enrollment.servers in the template: {', '.join(servers) or 'none'})"
+        )
 
 
 # -- Wi-Fi -------------------------------------------------------------------------------
@@ -217,6 +265,7 @@ def preflight(target: Target) -> None:
     if not os.access(target.folder, os.W_OK | os.X_OK):
         raise ConfigError(f"--out: cannot write in {target.folder}")
     config = template_config(target.template, source="template")
+    check_workflow(config)  # never write a configuration the agent would refuse to run
     check_writable_dir(config.outbox.path, "outbox.path")
 
 
@@ -301,27 +350,69 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def previous_station_id(target: Target) -> str | None:
+    """The station id in the configuration this Pi has now, if any."""
+    try:
+        data = tomllib.loads(target.out.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    station_id = data.get("station_id")
+    return station_id if isinstance(station_id, str) else None
+
+
 def prepare_outbox(target: Target, answer: EnrollResponse) -> str | None:
-    """Continue the record numbering after what the server holds; set aside records of another
-    station id (they stay on disk). Returns what was set aside, for the technician."""
+    """Continue the record numbering after what the server holds; set aside an outbox that
+    belongs to another identity (its records stay on disk). Returns what was set aside, for the
+    technician.
+
+    The outbox is the new station's own only when the previous configuration names the same
+    station id, or, without one, when every record waiting is the new station's. Otherwise it is
+    set aside whole, even with nothing waiting: its sequence counter is another station's.
+    """
     config = template_config(target.template, source="template")
     path = config.outbox.path
     path.parent.mkdir(parents=True, exist_ok=True)
     moved = None
     if path.exists():
         with TinyDbOutbox(path, capacity=config.outbox.capacity) as outbox:
-            others = outbox.station_ids() - {answer.station_id}
+            waiting = outbox.station_ids()
             pending = len(outbox)
-        if others:
-            aside = path.with_name(f"{path.name}.{'+'.join(sorted(others))}.undelivered")
+            used = pending > 0 or outbox.last_seq() > 0
+        previous = previous_station_id(target)
+        owners = waiting - {answer.station_id}
+        if previous not in (None, answer.station_id):
+            owners.add(str(previous))
+        if previous is None and used and not waiting:
+            owners.add("unknown-station")
+        if owners:
+            label = "+".join(sorted(owners))
+            kind = "undelivered" if pending else "previous"
+            aside = _unused(path.with_name(f"{path.name}.{label}.{kind}"))
             os.replace(path, aside)
-            moved = f"{pending} undelivered records of {', '.join(sorted(others))} kept in {aside}"
+            moved = (
+                f"{pending} undelivered records of {', '.join(sorted(owners))} kept in {aside}"
+                if pending
+                else f"the outbox of {', '.join(sorted(owners))} set aside in {aside}"
+            )
     with TinyDbOutbox(path, capacity=config.outbox.capacity) as outbox:
         outbox.ensure_seq_floor(answer.seq_floor)
-    if target.uid is not None:
-        for p in (path.parent, path):
-            os.chown(p, target.uid, -1 if target.gid is None else target.gid)
+    if target.uid is not None:  # the agent's user must own every file the outbox made
+        gid = -1 if target.gid is None else target.gid
+        os.chown(path.parent, target.uid, gid)
+        for folder, _, names in os.walk(path):
+            os.chown(folder, target.uid, gid)
+            for name in names:
+                os.chown(os.path.join(folder, name), target.uid, gid)
     return moved
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``... whichever does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 def provision(
@@ -331,9 +422,15 @@ def provision(
     target: Target,
     enroller: Enroller,
     wifi: tuple[Wifi, str, str | None] | None = None,
+    servers: Sequence[str] | None = None,
 ) -> EnrollResponse:
-    """Enroll and write the station's files; ``ProvisionError``/``ConfigError`` with a reason."""
+    """Enroll and write the station's files; ``ProvisionError``/``ConfigError`` with a reason.
+
+    ``servers``: the servers this station may enroll with (None: any); another server is refused
+    before anything is sent to it or the Wi-Fi is touched.
+    """
     preflight(target)
+    check_server(server_url, servers)
     if wifi is not None:
         joiner, ssid, password = wifi
         joiner.join(ssid, password)
@@ -410,6 +507,104 @@ def wait_for_card(
     return None
 
 
+# -- handing over between the systemd units --------------------------------------------
+
+PROVISION_UNIT = "swabline-provision.service"
+AGENT_UNIT = "swabline-agent.service"
+
+
+class Services(Protocol):
+    def installed(self, unit: str) -> bool: ...
+    def active(self, unit: str) -> bool: ...
+    def start(self, unit: str) -> None: ...
+    def stop(self, unit: str) -> None: ...
+
+
+class SystemctlServices:
+    """systemd units through ``systemctl``. Where systemd is not running (a container, a
+    developer's shell) no unit counts as installed and nothing is started or stopped."""
+
+    def __init__(self, *, runtime_dir: Path = Path("/run/systemd/system")) -> None:
+        self._running = runtime_dir.is_dir() and shutil.which("systemctl") is not None
+
+    def _systemctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                ["systemctl", *args], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ProvisionError(f"systemctl {' '.join(args)}: {exc}") from None
+
+    def installed(self, unit: str) -> bool:
+        if not self._running:
+            return False
+        out = self._systemctl("list-unit-files", "--no-legend", unit)
+        return out.returncode == 0 and bool(out.stdout.strip())
+
+    def active(self, unit: str) -> bool:
+        return self._running and self._systemctl("is-active", "--quiet", unit).returncode == 0
+
+    def start(self, unit: str) -> None:
+        self._change("start", unit)
+
+    def stop(self, unit: str) -> None:
+        self._change("stop", unit)
+
+    def _change(self, verb: str, unit: str) -> None:
+        out = self._systemctl(verb, unit)
+        if out.returncode != 0:
+            raise ProvisionError(
+                f"cannot {verb} {unit}: {out.stderr.strip() or out.returncode} (run with sudo)"
+            )
+
+
+def enroll_by_hand(
+    *,
+    enroll: Callable[[], EnrollResponse],
+    make_feedback: Callable[[], Feedback],
+    services: Services,
+    out: Path,
+    say: Callable[[str], None],
+    linger: Callable[[], None],
+) -> int:
+    """The keyboard path around ``enroll``: take the scanner and LEDs from the waiting
+    provisioning service, enroll, show the result, then hand over to the agent (or, after a
+    failure, back to the waiting service). Returns the exit status."""
+    stopped = False
+    if services.installed(PROVISION_UNIT) and services.active(PROVISION_UNIT):
+        services.stop(PROVISION_UNIT)  # it holds the scanner and the LEDs
+        stopped = True
+        say(f"stopped {PROVISION_UNIT} (it was waiting for an enrollment card)")
+    answer = None
+    try:
+        feedback = make_feedback()
+        try:
+            answer = enroll()
+        except AgentError as exc:
+            feedback.signal(Signal.REJECTED)
+            say(f"swabline provision: {exc}")
+        else:
+            feedback.signal(Signal.CONFIRMED)
+            say(f"enrolled as station {answer.station_id}; configuration in {out}")
+        linger()  # let the pattern play before another process takes the LEDs
+        feedback.close()
+    finally:
+        if answer is None and stopped:
+            services.start(PROVISION_UNIT)
+            say(f"started {PROVISION_UNIT} again: the station waits for a card")
+    if answer is None:
+        return 1
+    if services.installed(AGENT_UNIT):
+        services.start(AGENT_UNIT)
+        say(f"started {AGENT_UNIT}")
+    else:
+        say(
+            f"{AGENT_UNIT} is not installed here (no systemd): start the agent yourself with "
+            f"'swabline agent --config {out}'"
+        )
+    return 0
+
+
 # -- the command -------------------------------------------------------------------------
 
 
@@ -419,27 +614,47 @@ def run(args: argparse.Namespace) -> int:
         uid, gid = resolve_owner(args.owner)
         target = Target(out=args.out, template=template, uid=uid, gid=gid)
         preflight(target)
+        config = template_config(template, source=str(args.template))
+        server_ca = args.server_ca or config.enrollment.server_ca
+        if server_ca is not None:
+            check_ca_file(server_ca, "--server-ca" if args.server_ca else "enrollment.server_ca")
+        servers = config.enrollment.servers
+        if args.wait_for_card and not servers:
+            raise ConfigError(
+                f"enrollment.servers: empty in {args.template}: list the province's server "
+                "URLs (https://...) so that a card for any other server is refused"
+            )
+        if not args.wait_for_card and not args.server:
+            raise ConfigError("--token needs --server URL")
     except AgentError as exc:
         print(f"swabline provision: {exc}", file=sys.stderr)
         return 2
-    enroller = HttpEnroller(timeout_s=args.timeout, server_ca=args.server_ca)
-    if not args.wait_for_card:
-        if not args.server:
-            print("swabline provision: --token needs --server URL", file=sys.stderr)
-            return 2
-        try:
-            answer = provision(
-                server_url=args.server, token=args.token, target=target, enroller=enroller
-            )
-        except AgentError as exc:
-            print(f"swabline provision: {exc}", file=sys.stderr)
-            return 1
-        print(f"enrolled as station {answer.station_id}; configuration in {args.out}")
-        return 0
-    return _wait_for_card(target, enroller)
+    enroller = HttpEnroller(timeout_s=args.timeout, server_ca=server_ca)
+    if args.wait_for_card:
+        return _wait_for_card(target, enroller, servers)
+    from agent.__main__ import build_feedback
+
+    try:
+        return enroll_by_hand(
+            enroll=lambda: provision(
+                server_url=args.server,
+                token=args.token,
+                target=target,
+                enroller=enroller,
+                servers=servers or None,  # a typed URL: checked when the image pins servers
+            ),
+            make_feedback=lambda: build_feedback(config),
+            services=SystemctlServices(),
+            out=target.out,
+            say=lambda text: print(text, file=sys.stderr, flush=True),
+            linger=lambda: time.sleep(1.5),
+        )
+    except AgentError as exc:
+        print(f"swabline provision: {exc}", file=sys.stderr)
+        return 2
 
 
-def _wait_for_card(target: Target, enroller: Enroller) -> int:
+def _wait_for_card(target: Target, enroller: Enroller, servers: Sequence[str]) -> int:
     from agent.__main__ import build_feedback, build_sources
 
     config = template_config(target.template, source="template")
@@ -450,6 +665,7 @@ def _wait_for_card(target: Target, enroller: Enroller) -> int:
     wifi = NmcliWifi() if shutil.which("nmcli") else None
 
     def attempt(card: EnrollmentCard) -> EnrollResponse:
+        check_server(card.server_url, servers)  # before joining the card's Wi-Fi
         joining = None
         if card.wifi_ssid is not None:
             if wifi is None:
@@ -461,6 +677,7 @@ def _wait_for_card(target: Target, enroller: Enroller) -> int:
             target=target,
             enroller=enroller,
             wifi=joining,
+            servers=servers,
         )
 
     try:

@@ -8,16 +8,22 @@ from pathlib import Path
 import pytest
 
 from agent.__main__ import run
+from agent.config import load_config
+from agent.sources import make_fifo
 from swabline.tls import make_ca
 
+REPO = Path(__file__).resolve().parents[2]
 
-def write_config(tmp_path: Path, mqtt: str = "", outbox: Path | None = None) -> Path:
+
+def write_config(
+    tmp_path: Path, mqtt: str = "", outbox: Path | None = None, scanner: str = ""
+) -> Path:
     conf = tmp_path / "station.toml"
     conf.write_text(
-        'station_id = "st-1"\n\n'
+        'station_id = "st-1"\ndevelopment_raw_scans = true\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = 1\n{mqtt}\n'
-        '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{outbox or tmp_path / "state" / "outbox.json"}"\n'
+        f'[scanner]\ntype = "stdin"\n{scanner}\n'
+        f'[outbox]\npath = "{outbox or tmp_path / "state" / "outbox"}"\n'
     )
     return conf
 
@@ -102,3 +108,57 @@ def test_unknown_keys_and_wrong_types_name_the_key(
     err = capsys.readouterr().err
     assert "mqtt.keepalive_s" in err
     assert "mqtt.bogus: Extra inputs are not permitted" in err
+
+
+def test_a_station_without_a_workflow_runs_only_if_raw_scans_are_asked_for_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = write_config(tmp_path)
+    assert agent(conf, check=True) == 0  # development_raw_scans = true
+    conf.write_text(conf.read_text().replace("development_raw_scans = true\n", ""))
+    for check in (True, False):
+        assert agent(conf, check=check) == 2
+        err = capsys.readouterr().err
+        assert "workflow: missing" in err and "development_raw_scans = true" in err
+    conf.write_text(conf.read_text() + "\n[workflow]\ntube_patterns = ['T-\\d{6}']\n")
+    assert agent(conf, check=True) == 0
+
+
+def test_a_station_set_up_from_the_shipped_template_runs_the_sampling_workflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = (REPO / "firmware_config" / "station.template.toml").read_text()
+    assert '/var/lib/swabline/outbox"' in template  # a folder, named as one
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    conf = tmp_path / "station.toml"
+    conf.write_text(  # what provisioning adds: the identity
+        'station_id = "st-1"\n'
+        + template.replace("/var/lib/swabline/outbox", str(tmp_path / "outbox")).replace(
+            "[mqtt]\n", f'[mqtt]\nhost = "127.0.0.1"\npassword_file = "{secret}"\n'
+        )
+    )
+    assert agent(conf, check=True) == 0, capsys.readouterr().err
+    config = load_config(conf)
+    assert config.workflow is not None and not config.development_raw_scans
+    assert config.enrollment.servers  # the image pins the province's server
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_named_pipe_that_is_not_there_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    pipe = tmp_path / "scans.fifo"
+    if kind == "folder":
+        pipe.mkdir()
+    conf = write_config(tmp_path, scanner=f'path = "{pipe}"\n')
+    expected = {
+        "missing": f"scanner.path: {pipe} does not exist (make the named pipe with: mkfifo {pipe})",
+        "folder": f"scanner.path: {pipe} is neither a named pipe nor a file",
+    }[kind]
+    for check in (True, False):
+        assert agent(conf, check=check) == 2
+        assert expected in capsys.readouterr().err
+    if kind == "missing":
+        make_fifo(pipe)
+        assert agent(conf, check=True) == 0

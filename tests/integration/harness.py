@@ -363,7 +363,7 @@ def start_agent(
     By default waits until the agent accepts scans; ``port`` points it elsewhere than the
     broker (e.g. a ``TcpProxy``), ``outbox`` elsewhere than ``workdir/<station>/outbox``.
     ``workflow``: the body of a ``[workflow]`` section (TOML); without it the agent stores every
-    scan as a raw ``scan`` record.
+    scan as a raw ``scan`` record (``development_raw_scans``).
     """
     d = workdir / station_id
     d.mkdir(parents=True, exist_ok=True)
@@ -372,8 +372,9 @@ def start_agent(
     outbox = outbox or d / "outbox"
     conf = d / "station.toml"
     conf.write_text(
-        f'station_id = "{station_id}"\n\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {port or broker.port}\n'
+        f'station_id = "{station_id}"\n'
+        + ("development_raw_scans = true\n" if workflow is None else "")
+        + f'\n[mqtt]\nhost = "{broker.host}"\nport = {port or broker.port}\n'
         f'password_file = "{secret}"\nheartbeat_s = 1\nresend_after_s = 5\n'
         "reconnect_min_s = 0.2\nreconnect_max_s = 2\n"
         f"{extra_mqtt}\n"

@@ -21,11 +21,11 @@ def station(tmp_path: Path, broker: Broker, password: str) -> Path:
     secret.write_text(password)
     conf = tmp_path / "station.toml"
     conf.write_text(
-        'station_id = "st-1"\n\n'
+        'station_id = "st-1"\ndevelopment_raw_scans = true\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.tls_port}\n'
         f'password_file = "{secret}"\nca_file = "{broker.ca_file}"\n\n'
         '[scanner]\ntype = "stdin"\n\n'
-        f'[outbox]\npath = "{tmp_path / "outbox.json"}"\n\n[feedback]\ntype = "log"\n'
+        f'[outbox]\npath = "{tmp_path / "outbox"}"\n\n[feedback]\ntype = "log"\n'
     )
     return conf
 
