@@ -89,6 +89,7 @@ def start_background(
             tz=ZoneInfo(config.reports.timezone),
             lang=config.reports.language,
             check_interval_s=config.reports.check_interval_s,
+            rebuild_days=config.reports.rebuild_days,
         )
         bg.threads.append(
             threading.Thread(

@@ -247,6 +247,13 @@ class ReportsConfig(_Section):
         600, ge=10, le=86_400, description="How often the scheduler looks for missing files."
     )
     language: Literal["vi", "en"] = Field("vi", description="Language of scheduled files.")
+    rebuild_days: int = Field(
+        7,
+        ge=0,
+        le=92,
+        description="For this many days after a week or month ends, its files are made again "
+        "daily, so that late results are in them.",
+    )
 
 
 class LabConfig(_Section):

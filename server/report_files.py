@@ -3,9 +3,11 @@
 Scheduling: the server process runs ``ReportScheduler`` on a thread. Every
 ``reports.check_interval_s`` it makes sure that, for every province and district, the files of
 the last complete week and month exist, and makes those missing (so a server that was down on a
-Monday catches up when it starts). ``swabline reports generate`` does the same on demand, or for
-any period (backfill); the unique key of ``report_files`` keeps two processes from storing the
-same file twice.
+Monday catches up when it starts). Results keep arriving after a period ends, so for
+``reports.rebuild_days`` days after its end a period's files are made again once a day, and a
+last time on or after the last of those days (``is_stale``). ``swabline reports generate`` does
+the same on demand, or for any period (backfill); the unique key of ``report_files`` keeps two
+processes from storing the same file twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
@@ -197,19 +199,26 @@ def filename(report: Report, fmt: str) -> str:
 # --- scheduled files -------------------------------------------------------------------------
 
 
-def store_files(session: Session, report: Report, *, lang: str, actor: str) -> int:
-    """Store the XLSX and CSV of ``report`` unless they exist; returns how many were added."""
-    added = 0
+def store_files(
+    session: Session, report: Report, *, lang: str, actor: str, now: datetime | None = None
+) -> int:
+    """Store the XLSX and CSV of ``report``, replacing older ones of the same period and node;
+    returns how many were stored."""
+    now = now or datetime.now(UTC)
+    stored = 0
     for fmt, content in (("xlsx", to_xlsx(report, lang)), ("csv", to_csv(report, lang))):
-        exists = session.scalar(
-            select(ReportFile.id).where(
+        row = session.scalars(
+            select(ReportFile).where(
                 ReportFile.period == report.period.kind.value,
                 ReportFile.period_start == report.period.start.isoformat(),
                 ReportFile.organisation_id == report.node.id,
                 ReportFile.format == fmt,
             )
-        )
-        if exists is not None:
+        ).first()
+        if row is not None:
+            row.filename, row.content = filename(report, fmt), content
+            row.generated_at, row.generated_by = now, actor[:100]
+            stored += 1
             continue
         try:
             with session.begin_nested():
@@ -221,14 +230,14 @@ def store_files(session: Session, report: Report, *, lang: str, actor: str) -> i
                         format=fmt,
                         filename=filename(report, fmt),
                         content=content,
-                        generated_at=datetime.now(UTC),
+                        generated_at=now,
                         generated_by=actor[:100],
                     )
                 )
         except IntegrityError:
             continue  # another process stored it meanwhile
-        added += 1
-    return added
+        stored += 1
+    return stored
 
 
 def due_periods(today: date) -> list[Period]:
@@ -239,43 +248,86 @@ def due_periods(today: date) -> list[Period]:
     ]
 
 
+CATCH_UP_DAYS = 31
+"""How far back the scheduler looks for files still waiting for their last rebuild (a server
+that was down when it was due)."""
+
+
+def rebuild_periods(today: date, rebuild_days: int) -> list[Period]:
+    """Complete weeks and months before the last ones that may still be rebuilt: those that
+    ended within the last ``rebuild_days`` days (plus ``CATCH_UP_DAYS``)."""
+    out = []
+    for last in due_periods(today):
+        p = last.previous()
+        while p.end + timedelta(days=rebuild_days + CATCH_UP_DAYS) > today:
+            out.append(p)
+            p = p.previous()
+    return out
+
+
+def is_stale(
+    generated_at: datetime, period: Period, *, today: date, tz: ZoneInfo, rebuild_days: int
+) -> bool:
+    """Whether a file must be made again: results keep arriving for ``rebuild_days`` days after
+    the period ends (late lab results, stations that were offline), so a file made before that
+    is remade once a day, and once more on or after the last of those days."""
+    final = period.end + timedelta(days=rebuild_days)
+    return generated_at.astimezone(tz).date() < min(today, final)
+
+
 def generate(
     engine: Engine,
     *,
     tz: ZoneInfo,
     lang: str,
     periods: list[Period] | None = None,
-    today: date | None = None,
+    now: datetime | None = None,
+    rebuild_days: int = 7,
     actor: str = "scheduler",
 ) -> int:
-    """Make the missing report files of every province and district for ``periods`` (default:
-    those due on ``today``). Returns how many files were added."""
-    local_today = today or datetime.now(tz).date()
-    wanted = periods if periods is not None else due_periods(local_today)
-    added = 0
+    """Make the report files of every active province and district for ``periods`` (default:
+    the last complete week and month, see ``due_periods``): those missing, and those made
+    too early (``is_stale``). Without ``periods``, earlier files still within their rebuild days
+    are remade too. Returns how many files were stored."""
+    now = now or datetime.now(UTC)
+    today = now.astimezone(tz).date()
+    make = periods if periods is not None else due_periods(today)
+    wanted = [(p, True) for p in make]
+    if periods is None:
+        wanted += [(p, False) for p in rebuild_periods(today, rebuild_days)]
+    stored = 0
     with Session(engine) as session:
         nodes = session.scalars(
             select(Organisation)
             .where(Organisation.kind.in_(("province", "district")), Organisation.active.is_(True))
             .order_by(Organisation.path)
         ).all()
-        for period in wanted:
+        for period, missing_too in wanted:
+            made: dict[int, dict[str, datetime]] = {}
+            for node_id, fmt, at in session.execute(
+                select(
+                    ReportFile.organisation_id, ReportFile.format, ReportFile.generated_at
+                ).where(
+                    ReportFile.period == period.kind.value,
+                    ReportFile.period_start == period.start.isoformat(),
+                )
+            ):
+                made.setdefault(node_id, {})[fmt] = at
             for node in nodes:
-                have = session.scalars(
-                    select(ReportFile.format).where(
-                        ReportFile.period == period.kind.value,
-                        ReportFile.period_start == period.start.isoformat(),
-                        ReportFile.organisation_id == node.id,
-                    )
-                ).all()
-                if {"xlsx", "csv"} <= set(have):
+                have = made.get(node.id, {})
+                missing = not {"xlsx", "csv"} <= set(have)
+                stale = any(
+                    is_stale(at, period, today=today, tz=tz, rebuild_days=rebuild_days)
+                    for at in have.values()
+                )
+                if not ((missing and missing_too) or stale):
                     continue
                 report = build_report(session, node, period, tz=tz)
-                added += store_files(session, report, lang=lang, actor=actor)
+                stored += store_files(session, report, lang=lang, actor=actor, now=now)
                 session.commit()
-    if added:
-        log.info("report files: %d added", added)
-    return added
+    if stored:
+        log.info("report files: %d made", stored)
+    return stored
 
 
 class ReportScheduler:
@@ -289,21 +341,29 @@ class ReportScheduler:
         lang: str,
         check_interval_s: float = 600.0,
         first_check_s: float = 60.0,
-        today: Callable[[], date] | None = None,
+        rebuild_days: int = 7,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._engine = engine
         self._tz = tz
         self._lang = lang
         self._interval = check_interval_s
         self._first = first_check_s
-        self._today = today or (lambda: datetime.now(tz).date())
+        self._rebuild_days = rebuild_days
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     def run(self, stop: threading.Event) -> None:
         """Check after ``first_check_s`` (leaving a starting server to its ingest workers), then
         every ``check_interval_s``; errors propagate (the caller restarts)."""
         stop.wait(self._first)
         while not stop.is_set():
-            generate(self._engine, tz=self._tz, lang=self._lang, today=self._today())
+            generate(
+                self._engine,
+                tz=self._tz,
+                lang=self._lang,
+                now=self._clock(),
+                rebuild_days=self._rebuild_days,
+            )
             stop.wait(self._interval)
 
 
@@ -329,12 +389,17 @@ def cli(args: argparse.Namespace) -> int:
             periods = [Period.containing(k, day) for k in kinds]
         engine = make_engine(config.database.url)
         migrate(engine)
-        added = generate(
-            engine, tz=tz, lang=config.reports.language, periods=periods, actor="swabline reports"
+        made = generate(
+            engine,
+            tz=tz,
+            lang=config.reports.language,
+            periods=periods,
+            rebuild_days=config.reports.rebuild_days,
+            actor="swabline reports",
         )
         engine.dispose()
     except ServerError as exc:
         print(f"swabline reports: {exc}", file=sys.stderr)
         return 2
-    print(f"{added} report file(s) made")
+    print(f"{made} report file(s) made")
     return 0

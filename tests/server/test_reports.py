@@ -207,9 +207,10 @@ def test_csv_and_xlsx_downloads_carry_the_same_numbers(world: World) -> None:
 
 def test_scheduled_files_are_made_once_for_every_province_and_district(world: World) -> None:
     populate(world)
-    today = date(2026, 12, 2)  # a Wednesday: last week is W48, last month is November
-    assert generate(world.engine, tz=VN, lang="vi", today=today) == 12  # 3 nodes x 2 x 2
-    assert generate(world.engine, tz=VN, lang="vi", today=today) == 0
+    now = datetime(2026, 12, 2, 8, 0, tzinfo=VN)  # a Wednesday: W48 and November are due
+    assert generate(world.engine, tz=VN, lang="vi", now=now) == 12  # 3 nodes x 2 x 2
+    later = now + timedelta(hours=8)  # the same day: nothing to make
+    assert generate(world.engine, tz=VN, lang="vi", now=later) == 0
     with Session(world.engine) as s:
         files = s.scalars(select(ReportFile).order_by(ReportFile.id)).all()
         names = sorted(f.filename for f in files)
@@ -227,7 +228,7 @@ def test_scheduled_files_are_made_once_for_every_province_and_district(world: Wo
         lang="en",
         check_interval_s=3600,
         first_check_s=0,
-        today=lambda: date(2027, 1, 5),
+        clock=lambda: datetime(2027, 1, 5, 8, 0, tzinfo=VN),
     )
     thread = threading.Thread(target=scheduler.run, args=(stop,))
     thread.start()
@@ -400,3 +401,66 @@ def test_a_night_shift_counts_on_the_days_it_covers(world: World) -> None:
     st1 = next(st.metrics for st in report.stations if st.station_id == "st-1")
     # Monday 23:00-23:30 heard; Sunday night's shift covers Monday 00:00-06:00 (360 minutes).
     assert (st1.station_minutes, st1.station_span_minutes) == (30, 30 + 360)
+
+
+def test_report_files_are_made_again_while_late_results_arrive(world: World) -> None:
+    """Week 47 ends on Sunday 22 November. Its files are made early on Monday; a result for one
+    of its samples arrives on Tuesday; the files made again on Wednesday have it. The last
+    rebuild is on 30 November (reports.rebuild_days = 7 after the end); later runs leave the
+    files alone, and a server that was down on that day makes them once more when it is back."""
+    populate(world)  # S1-3, Tuesday 17 November, has no result yet
+
+    def run(day: int, month: int = 11, hour: int = 0) -> int:
+        now = datetime(2026, month, day, hour, 30, tzinfo=VN)
+        return generate(world.engine, tz=VN, lang="en", now=now, rebuild_days=7)
+
+    def week_47() -> tuple[datetime, list[str]]:
+        with Session(world.engine) as s:
+            f = s.scalars(
+                select(ReportFile).where(ReportFile.filename == "swabline-KG-week-2026-W47.csv")
+            ).one()
+            province = next(
+                line
+                for line in csv.reader(io.StringIO(f.content.decode("utf-8-sig")))
+                if line[2] == "KG"
+            )
+        return f.generated_at, province
+
+    assert run(23) == 12  # W47 and October, 3 nodes, 2 formats
+    made, line = week_47()
+    assert made == datetime(2026, 11, 23, 0, 30, tzinfo=VN)
+    samples, positive = line[5], line[9]
+    assert (samples, positive) == ("5", "1")
+    assert run(23, hour=12) == 0  # once a day
+    result(world, "S1-3", "positive", datetime(2026, 11, 24, 10, 0, tzinfo=VN))
+    assert run(24) == 6  # W47 again (October's files were made after its days)
+    made, line = week_47()
+    assert made == datetime(2026, 11, 24, 0, 30, tzinfo=VN) and line[9] == "2"
+    assert run(30) == 12  # W47's last rebuild, and W48 made
+    assert run(1, month=12) == 12  # W47 left alone; W48 again; November made
+    assert week_47()[0] == datetime(2026, 11, 30, 0, 30, tzinfo=VN)
+    # The server is down from 2 to 8 December, past W48's and November's last days: on the
+    # 9th it makes W49, and W48 and November once more (their last rebuild); then only W49.
+    assert run(9, month=12) == 18
+    assert run(10, month=12) == 6
+    with Session(world.engine) as s:
+        stamps = s.execute(
+            select(ReportFile.filename, ReportFile.generated_at).where(ReportFile.format == "csv")
+        ).all()
+    when = {name.removeprefix("swabline-KG-"): at for name, at in stamps}
+    assert when["week-2026-W48.csv"] == datetime(2026, 12, 9, 0, 30, tzinfo=VN)
+    assert when["month-2026-11.csv"] == datetime(2026, 12, 9, 0, 30, tzinfo=VN)
+    assert when["week-2026-W49.csv"] == datetime(2026, 12, 10, 0, 30, tzinfo=VN)
+    assert when["week-2026-W47.csv"] == datetime(2026, 11, 30, 0, 30, tzinfo=VN)
+
+
+def test_a_file_is_stale_until_a_rebuild_on_or_after_its_last_day() -> None:
+    from server.report_files import is_stale
+
+    week = Period.containing(PeriodKind.WEEK, date(2026, 11, 18))  # ends 2026-11-23
+    made = datetime(2026, 11, 23, 0, 30, tzinfo=VN)
+    assert not is_stale(made, week, today=date(2026, 11, 23), tz=VN, rebuild_days=7)
+    assert is_stale(made, week, today=date(2026, 11, 24), tz=VN, rebuild_days=7)
+    late = datetime(2026, 11, 30, 23, 0, tzinfo=VN)
+    assert not is_stale(late, week, today=date(2027, 1, 1), tz=VN, rebuild_days=7)
+    assert not is_stale(made, week, today=date(2026, 12, 24), tz=VN, rebuild_days=0)
