@@ -1,10 +1,13 @@
 """``swabline selftest``: a station checks itself and shows the result on its LEDs.
 
-Checks, in order: LEDs and buzzer (the ``SELF_TEST`` pattern: the technician watches and
-listens), the scanner (scan the printed test card within a timeout), the clock (NTP
-synchronised), disk space and the outbox, the broker (TCP, TLS, credentials) and the server
+Checks, in order: LEDs and buzzer (the ``SELF_TEST`` pattern is shown; only a person can see
+and hear it, so the checklist says ``SHOWN`` until the technician confirms by scanning the test
+card), the scanner (the printed test card read within a timeout), the clock (NTP
+synchronised), disk space and the outbox, the broker (a round trip: connect with the station's
+credentials and client id, over TLS with its CA, and publish a heartbeat with QoS 1 that the
+broker must acknowledge, so credentials and ACLs are checked, not just the port) and the server
 (a ``selftest`` record goes through the outbox and the broker and must come back acknowledged,
-exactly like a scan). Prints a checklist, signals ``CONFIRMED`` when everything passed and
+exactly like a scan). Prints a checklist, signals ``CONFIRMED`` when nothing failed and
 ``REJECTED`` otherwise, and exits 1 on any failure.
 
 The agent must be stopped meanwhile: both would use the same outbox and MQTT identity (the
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import queue
 import shutil
-import socket
 import ssl
 import sys
 import threading
@@ -48,8 +50,9 @@ from agent.ports import (
     UplinkEvent,
 )
 from agent.preflight import prepare
-from protocol import Record
+from protocol import Heartbeat, Record, encode
 from protocol.cards import SELFTEST_CARD
+from protocol.topics import StationTopic, topic
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 MIN_FREE_FRACTION = 0.05
@@ -67,12 +70,25 @@ class DiskUsage(NamedTuple):
 class Check:
     name: str
     ok: bool | None
-    """True passed, False failed, None skipped."""
+    """True passed, False failed, None not decided here (skipped, or shown to a person)."""
     detail: str
+    shown: bool = False
+    """Shown to the technician, who alone can tell whether it worked (ok is then None)."""
 
     @property
     def mark(self) -> str:
+        if self.ok is None and self.shown:
+            return "SHOWN"
         return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+
+
+class BrokerCheckError(OSError):
+    """The broker round trip failed; the message says where and why."""
+
+
+BrokerRoundTrip = Callable[[Heartbeat], None]
+"""Publish the heartbeat with QoS 1 as the station and wait for the broker's acknowledgement;
+``BrokerCheckError`` (or any ``OSError``) with the reason otherwise."""
 
 
 @dataclass
@@ -86,8 +102,8 @@ class SelfTest:
         clock: time; only it sleeps.
         outbox: the station's outbox (held exclusively by the caller).
         uplink: a fresh, not yet started uplink with the station's identity.
-        broker_probe: ``(host, port, ca_file)`` -> None, or raises ``OSError`` with the reason
-            (TCP connect and TLS handshake).
+        broker_round_trip: publishes a heartbeat as the station and waits for the broker's
+            PUBACK (``mqtt_round_trip``); raises ``OSError`` with the reason.
         disk_usage: ``shutil.disk_usage``.
         card_timeout_s: how long to wait for the test card; 0 skips the scanner check.
         timeout_s: how long each network step may take.
@@ -99,26 +115,30 @@ class SelfTest:
     clock: Clock
     outbox: Outbox
     uplink: Uplink
-    broker_probe: Callable[[str, int, str | None], None]
+    broker_round_trip: BrokerRoundTrip
     disk_usage: Callable[[Path], DiskUsage] = field(default=shutil.disk_usage)  # type: ignore[assignment]
     card_timeout_s: float = 60.0
     timeout_s: float = 15.0
     say: Callable[[str], None] = print
     results: list[Check] = field(default_factory=list)
+    _started_ns: int = field(default=0, init=False)
 
     def run(self) -> list[Check]:
         stop = threading.Event()
-        uplink_events: queue.Queue[UplinkEvent] = queue.Queue()
+        self._started_ns = self.clock.monotonic_ns()
         try:
             self._add(self.check_feedback())
-            self._add(self.check_scanner(stop))
+            scanner = self.check_scanner(stop)
+            self._add(scanner)
+            if scanner.ok:  # the card was scanned after the pattern: the technician confirms
+                self._add(Check("leds", True, "confirmed by the technician (test card scanned)"))
             self._add(self.check_clock())
             self._add(self.check_disk())
             self._add(self.check_outbox())
-            broker = self.check_broker(uplink_events)
+            broker = self.check_broker()
             self._add(broker)
             self._add(
-                self.check_server(uplink_events)
+                self.check_server()
                 if broker.ok
                 else Check("server", False, "not tried: the broker check failed")
             )
@@ -128,6 +148,11 @@ class SelfTest:
         passed = all(c.ok is not False for c in self.results)
         self.feedback.signal(Signal.CONFIRMED if passed else Signal.REJECTED)
         return self.results
+
+    def final(self) -> list[Check]:
+        """The last word on each check (the LEDs' line is replaced by its confirmation)."""
+        last = {c.name: c for c in self.results}
+        return list(last.values())
 
     def _deadline(self, seconds: float) -> int:
         return self.clock.monotonic_ns() + int(seconds * 1e9)
@@ -151,8 +176,13 @@ class SelfTest:
     def check_feedback(self) -> Check:
         self.feedback.signal(Signal.SELF_TEST)
         self.clock.sleep(2.0)
+        confirm = "; if they did, scan the test card to confirm" if self.card_timeout_s > 0 else ""
         return Check(
-            "leds", True, "test pattern played: every LED must have lit and the buzzer sounded"
+            "leds",
+            None,
+            "test pattern shown: check by eye and ear that every LED lit and the buzzer "
+            f"sounded{confirm}",
+            shown=True,
         )
 
     def check_scanner(self, stop: threading.Event) -> Check:
@@ -166,7 +196,10 @@ class SelfTest:
                 name=f"source-{source.name}",
                 daemon=True,
             ).start()
-        self.say(f"          scan the test card now ({self.card_timeout_s:.0f} s)...")
+        self.say(
+            "          if every LED lit and the buzzer sounded, scan the test card now "
+            f"({self.card_timeout_s:.0f} s)..."
+        )
         missing = ""
         deadline = self._deadline(self.card_timeout_s)
         while (event := self._next(events, deadline)) is not None:
@@ -188,7 +221,8 @@ class SelfTest:
             "scanner",
             False,
             f"no scan within {self.card_timeout_s:.0f} s{missing}: is the scanner plugged in "
-            "(ls -l /dev/swabline-scanner-*)?",
+            "(ls -l /dev/swabline-scanner-*)? (Not scanned because an LED or the buzzer "
+            "failed? Fix that first.)",
         )
 
     def check_clock(self) -> Check:
@@ -215,28 +249,38 @@ class SelfTest:
             return Check("outbox", False, detail + ": nearly full, the station cannot deliver")
         return Check("outbox", True, detail)
 
-    def check_broker(self, events: queue.Queue[UplinkEvent]) -> Check:
+    def check_broker(self) -> Check:
         mqtt = self.config.mqtt
-        where = f"{mqtt.host}:{mqtt.port}"
-        ca = str(mqtt.ca_file) if mqtt.ca_file else None
-        try:
-            self.broker_probe(mqtt.host, mqtt.port, ca)
-        except OSError as exc:
-            return Check("broker", False, f"cannot reach {where}: {exc}")
+        where = f"{mqtt.host}:{mqtt.port} ({'TLS' if mqtt.ca_file else 'no TLS'})"
+        heartbeat = Heartbeat(
+            time=self.clock.wall(),
+            uptime_s=(self.clock.monotonic_ns() - self._started_ns) / 1e9,
+            outbox_depth=len(self.outbox),
+            outbox_capacity=self.config.outbox.capacity,
+            last_seq=self.outbox.last_seq(),
+            agent_version=__version__,
+            clock_synced=self.clock.synchronized(),
+        )
         started = self.clock.monotonic_ns()
+        try:
+            self.broker_round_trip(heartbeat)
+        except OSError as exc:
+            return Check("broker", False, f"{where}: {exc}")
+        ms = (self.clock.monotonic_ns() - started) / 1e6
+        return Check("broker", True, f"{where} took our heartbeat (QoS 1) in {ms:.0f} ms")
+
+    def check_server(self) -> Check:
+        events: queue.Queue[UplinkEvent] = queue.Queue()
         self.uplink.start(events.put)
         deadline = self._deadline(self.timeout_s)
-        while (event := self._next(events, deadline)) is not None:
+        while True:  # connected again, as the agent would be
+            event = self._next(events, deadline)
+            if event is None:
+                return Check("server", False, f"no connection in {self.timeout_s:.0f} s")
             if isinstance(event, Connected):
-                ms = (self.clock.monotonic_ns() - started) / 1e6
-                tls = "TLS" if ca else "no TLS"
-                return Check("broker", True, f"{where} ({tls}) accepted us in {ms:.0f} ms")
+                break
             if isinstance(event, Disconnected):
-                return Check("broker", False, f"{where} refused us: {event.reason}")
-        return Check("broker", False, f"no answer from {where} in {self.timeout_s:.0f} s")
-
-    def check_server(self, events: queue.Queue[UplinkEvent]) -> Check:
-        deadline = self._deadline(self.timeout_s)
+                return Check("server", False, f"the broker refused us: {event.reason}")
         while not self.outbox.ready:  # a new outbox: the server's Sync gives the seq floor
             event = self._next(events, deadline)
             if event is None:
@@ -280,13 +324,62 @@ class SelfTest:
         )
 
 
-def probe_broker(host: str, port: int, ca_file: str | None, *, timeout_s: float = 10.0) -> None:
-    """TCP connect, and the TLS handshake when a CA is configured; ``OSError`` says why not."""
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        if ca_file:
-            ctx = ssl.create_default_context(cafile=ca_file)
-            with ctx.wrap_socket(sock, server_hostname=host):
-                pass
+def mqtt_round_trip(
+    heartbeat: Heartbeat,
+    *,
+    host: str,
+    port: int,
+    station_id: str,
+    username: str,
+    password: str | None,
+    ca_file: str | None,
+    timeout_s: float,
+) -> None:
+    """Connect as the station (its client id, over TLS with ``ca_file`` if given), publish
+    ``heartbeat`` on its heartbeat topic with QoS 1 and wait for the broker's PUBACK.
+
+    Raises ``BrokerCheckError`` saying which step failed: the connection, the CONNACK (wrong
+    credentials, a client id the broker does not bind to them), or the PUBACK (an ACL refusal).
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    connack: queue.Queue[ReasonCode] = queue.Queue()
+    puback: queue.Queue[ReasonCode] = queue.Queue()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=station_id,
+        protocol=mqtt.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    client.username_pw_set(username, password)
+    if ca_file:
+        client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.on_connect = lambda _c, _u, _f, rc, _p: connack.put(rc)
+    client.on_publish = lambda _c, _u, _mid, rc, _p: puback.put(rc)
+    try:
+        client.connect(host, port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        raise BrokerCheckError(f"cannot connect: {exc}") from None
+    client.loop_start()
+    try:
+        try:
+            rc = connack.get(timeout=timeout_s)
+        except queue.Empty:
+            raise BrokerCheckError(f"no answer to our connection in {timeout_s:.0f} s") from None
+        if rc.is_failure:
+            raise BrokerCheckError(f"refused us: {rc}")
+        client.publish(topic(station_id, StationTopic.HEARTBEAT), encode(heartbeat), qos=1)
+        try:
+            rc = puback.get(timeout=timeout_s)
+        except queue.Empty:
+            raise BrokerCheckError(f"no PUBACK for our heartbeat in {timeout_s:.0f} s") from None
+        if rc.is_failure:  # "No matching subscribers" (the server is away) is a success
+            raise BrokerCheckError(f"refused our heartbeat: {rc} (the station's ACL)")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -319,23 +412,43 @@ def run(args: argparse.Namespace) -> int:
                 clock_wall=clock.wall,
                 agent_version=__version__,
             )
-            results = SelfTest(
+            selftest = SelfTest(
                 config=config,
                 feedback=feedback,
                 sources=build_sources(config) if args.card_timeout > 0 else [],
                 clock=clock,
                 outbox=outbox,
                 uplink=uplink,
-                broker_probe=lambda h, p, ca: probe_broker(h, p, ca, timeout_s=args.timeout),
+                broker_round_trip=lambda heartbeat: mqtt_round_trip(
+                    heartbeat,
+                    host=config.mqtt.host,
+                    port=config.mqtt.port,
+                    station_id=config.station_id,
+                    username=config.mqtt.username or config.station_id,
+                    password=prepared.mqtt_password,
+                    ca_file=str(config.mqtt.ca_file) if config.mqtt.ca_file else None,
+                    timeout_s=args.timeout,
+                ),
                 card_timeout_s=args.card_timeout,
                 timeout_s=args.timeout,
-            ).run()
+            )
+            selftest.run()
+            results = selftest.final()
     except AgentError as exc:
         print(f"swabline selftest: {exc}", file=sys.stderr)
         return 2
     finally:
         clock.sleep(1.5)  # let the result pattern play
         feedback.close()
+    print("RESULT: " + verdict(results))
+    return 1 if any(c.ok is False for c in results) else 0
+
+
+def verdict(results: Sequence[Check]) -> str:
+    """The checklist's last line: PASS or FAIL, and what a person still has to look at."""
     failed = [c.name for c in results if c.ok is False]
-    print("RESULT: " + (f"FAIL ({', '.join(failed)})" if failed else "PASS"))
-    return 1 if failed else 0
+    unconfirmed = [c.name for c in results if c.ok is None and c.shown]
+    look = (
+        f" (not confirmed, check by eye and ear: {', '.join(unconfirmed)})" if unconfirmed else ""
+    )
+    return (f"FAIL ({', '.join(failed)})" if failed else "PASS") + look

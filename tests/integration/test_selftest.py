@@ -54,8 +54,9 @@ def selftest(conf: Path, card: str) -> subprocess.CompletedProcess[str]:
 
 
 def checklist(out: str) -> dict[str, str]:
+    """Each check's last word (the LEDs are SHOWN, then PASS once the test card confirms)."""
     return dict(
-        (name, mark) for mark, name in re.findall(r"^\[(PASS|FAIL|SKIP)\] (\w+)", out, re.M)
+        (name, mark) for mark, name in re.findall(r"^\[(PASS|FAIL|SKIP|SHOWN)\] (\w+)", out, re.M)
     )
 
 
@@ -86,3 +87,23 @@ def test_selftest_names_what_is_wrong(tmp_path: Path, broker: Broker, sqlite_url
     assert "refused us: Not authorized" in result.stdout
     assert result.returncode == 1 and "RESULT: FAIL" in result.stdout
     assert "signal rejected" in result.stderr
+
+
+def test_the_broker_check_is_a_round_trip_that_catches_an_acl_refusal(
+    tmp_path: Path, broker: Broker
+) -> None:
+    conf = station(tmp_path, broker, broker.users["st-1"])
+    with broker.admin() as admin:  # a role that lost its heartbeat topic
+        admin.execute(
+            {
+                "command": "removeRoleACL",
+                "rolename": "station-st-1",
+                "acltype": "publishClientSend",
+                "topic": "swabline/v1/stations/st-1/heartbeat",
+            }
+        )
+    result = selftest(conf, SELFTEST_CARD)
+    marks = checklist(result.stdout)
+    assert (marks["broker"], marks["server"]) == ("FAIL", "FAIL"), result.stdout
+    assert "refused our heartbeat: Not authorized (the station's ACL)" in result.stdout
+    assert result.returncode == 1
