@@ -60,6 +60,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.common import RESULTS, machine_info
 from protocol import Ack, Heartbeat, Record, Status, decode, encode
 from protocol.topics import StationTopic, topic
+from server.config import load_config
+from server.ops.status import shown_within_s
 from swabline.broker import SERVER_USER, Broker, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -609,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     muxes: list[Mux] = []
     results: dict[str, Any] = {}
     try:
+        ops = load_config(server.conf).ops  # the server's own status rules and page refresh
         prepare_database(server.conf, db_url, ids, workdir)
         server.start()
         token = (workdir / "token").read_text().strip()
@@ -726,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                 "death_to_offline": status_summary("death_to_offline_s"),
                 "birth_to_online": status_summary("birth_to_online_s"),
                 "silence_to_stale": status_summary("silence_to_stale_s"),
-                "fleet_page_refresh_s": 5.0,
+                "fleet_page_refresh_s": ops.page_refresh_s(),
+                # The longest a hung station can take to show as stale on an open page.
+                "stale_on_page_within_s": shown_within_s(ops.status_rules(), ops.page_refresh_s()),
                 "two_heartbeat_intervals_s": 2 * args.heartbeat_s,
             },
             "memory_mb": {

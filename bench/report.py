@@ -108,7 +108,7 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
     raw = data["raw"]
     # Results written before the machine was taken at the start carry the load average of the
     # end; the first run's own reading is the start's.
-    first = next((r["summary"] for r in data["runs"] if r.get("summary")), {})
+    first: dict[str, Any] = next((r["summary"] for r in data["runs"] if r.get("summary")), {})
     load = ", ".join(f"{x:.2f}" for x in first.get("load_average_before", m["load_average"]))
     quick = " **Quick (development) sizes.**" if data["_file"].endswith("-quick.json") else ""
     source = next(
@@ -372,13 +372,27 @@ def section_fleet(data: dict[str, Any] | None) -> list[str]:
         f"| `/api/ops/fleet` p95 | {page('/api/ops/fleet')} | |",
     ]
     for key, what in (
-        ("death_to_offline", "killed station → offline"),
-        ("birth_to_online", "station back → online"),
-        ("silence_to_stale", "hung station → stale"),
+        ("death_to_offline", "killed station → offline in the API"),
+        ("birth_to_online", "station back → online in the API"),
+        ("silence_to_stale", "hung station → stale in the API"),
     ):
         text, ok = status(key)
         out.append(
             f"| {what} | {text} | within two heartbeat intervals ({two:g} s): {_verdict(ok)} |"
+        )
+    worst = sc["death_to_offline"]["max_s"]
+    if worst is not None:
+        on_page = worst + refresh
+        out.append(
+            f"| killed station → offline on an open fleet page, at most | {on_page:.1f} s (the "
+            f"API's worst + one refresh) | within {two:g} s: {_verdict(on_page <= two)} |"
+        )
+    if "stale_on_page_within_s" in sc:
+        bound = sc["stale_on_page_within_s"]
+        out.append(
+            f"| hung station → stale on an open fleet page, at most | {bound:g} s after its "
+            f"last heartbeat (the server's rule: stale threshold + snapshot + refresh) "
+            f"| within {two:g} s: {_verdict(bound <= two)} |"
         )
     for name, mem in data["memory_mb"].items():
         out.append(

@@ -99,7 +99,8 @@ def _fleet_result() -> dict[str, Any]:
             "death_to_offline": probe,
             "birth_to_online": probe,
             "silence_to_stale": probe | {"median_s": 20.1, "max_s": 21.0},
-            "fleet_page_refresh_s": 5.0,
+            "fleet_page_refresh_s": 2.0,
+            "stale_on_page_within_s": 18.0,
             "two_heartbeat_intervals_s": 20.0,
         },
         "memory_mb": {
@@ -146,6 +147,8 @@ def test_report_reads_every_kind_of_result_file(tmp_path: Path) -> None:
     fleet_text = "\n".join(bodies["fleet"])
     assert "python -m bench.bench_fleet --duration-s 1800" in fleet_text
     assert "< 300 ms: met" in fleet_text and "run shorter than 30 minutes" not in fleet_text
+    assert "| hung station → stale on an open fleet page, at most | 18 s" in fleet_text
+    assert "| killed station → offline on an open fleet page, at most | 2.9 s" in fleet_text
     assert "No results yet: run `python -m bench.bench_hardware`" in bodies["hardware"][0]
     assert "**Quick (development) sizes.**" in bodies["storm"][0]
 
