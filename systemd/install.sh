@@ -4,7 +4,8 @@
 #   systemd/install.sh [--root DIR] [--no-enable] station|server|broker
 #
 #   station  swabline-agent.service + swabline-provision.service, the udev rules for scanners,
-#            user 'swabline' (groups input, gpio, dialout, video), /etc/swabline
+#            user 'swabline' (groups input, gpio, dialout, video), /etc/swabline, and
+#            /usr/local/bin/swabline (so that 'sudo swabline provision ...' finds the command)
 #   server   swabline-server.service + swabline-ingest@.service, user 'swabline-server'
 #   broker   swabline-mosquitto.service (Debian's own mosquitto.service is disabled: both
 #            would listen on 1883)
@@ -17,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 root=""
 enable=1
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root=$(cd "${2:?--root needs a folder}" && pwd); shift 2 ;;
@@ -62,6 +63,9 @@ case "$role" in
     install -m 0644 "$repo/firmware_config/udev/99-swabline-scanners.rules" "$root/etc/udev/rules.d/"
     [ -e "$root/etc/swabline/station.template.toml" ] ||
       install -m 0644 "$repo/firmware_config/station.template.toml" "$root/etc/swabline/"
+    # sudo's secure_path (Debian, Raspberry Pi OS) has /usr/local/bin, not the venv.
+    install -d -m 0755 "$root/usr/local/bin"
+    ln -sfn /opt/swabline/venv/bin/swabline "$root/usr/local/bin/swabline"
     ;;
   server)
     units=(swabline-server.service swabline-ingest@.service)

@@ -99,6 +99,36 @@ def test_first_boot_script_is_valid_bash_and_installs_what_exists() -> None:
     assert "--system-site-packages" in text  # picamera2 comes from apt
     assert 'systemd/install.sh" station' in text
     assert (REPO / "systemd" / "install.sh").is_file()
+    # The province's template goes into the image, and the placeholder server never does.
+    assert 'template="$here/station.template.toml"' in text
+    assert "swabline\\.example\\.org" in text
+    assert "swabline.example.org" in (FW / "station.template.toml").read_text()
+
+
+def test_first_boot_refuses_a_template_still_naming_the_placeholder_server(
+    tmp_path: Path,
+) -> None:
+    """The script's template check, run on its own (the rest needs root and apt)."""
+    text = (FW / "firstboot" / "swabline-firstboot.sh").read_text()
+    check = text[text.index("fail() {") : text.index("# 1. System packages")]
+    check = check.replace('[ "$(id -u)" -eq 0 ] || fail "run as root"\n', "")
+    (tmp_path / "swabline-src.tar.gz").write_text("")
+    script = tmp_path / "check.sh"
+    script.write_text(f'set -euo pipefail\nhere="{tmp_path}"\n{check}\necho template OK\n')
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+
+    shipped = (FW / "station.template.toml").read_text()
+    if not Path("/etc/swabline/station.template.toml").exists():
+        assert "station.template.toml is missing" in run().stderr
+    (tmp_path / "station.template.toml").write_text(shipped)
+    refused = run()
+    assert refused.returncode == 1 and "placeholder server swabline.example.org" in refused.stderr
+    (tmp_path / "station.template.toml").write_text(
+        shipped.replace("https://swabline.example.org", "https://swabline.soyte.example.vn")
+    )
+    assert run().stdout == "template OK\n"
 
 
 def test_cloud_init_user_data_runs_the_first_boot_script() -> None:

@@ -151,6 +151,10 @@ def test_install_script_lays_out_units_udev_rules_and_enables_services(image: Pa
     assert wants == {n for n in UNITS if "@" not in n}
     assert (image / "etc/udev/rules.d/99-swabline-scanners.rules").exists()
     assert (image / "etc/swabline/station.template.toml").exists()
+    # 'sudo swabline provision ...' finds the command: sudo's PATH has /usr/local/bin.
+    link = image / "usr/local/bin/swabline"
+    assert link.is_symlink() and str(link.readlink()) == "/opt/swabline/venv/bin/swabline"
+    assert (image / "opt/swabline/venv/bin/swabline").is_file()  # where the link points
 
 
 def test_install_script_refuses_unknown_roles() -> None:

@@ -6,16 +6,28 @@
 # docs/image-preparation.md.
 #
 # It expects, next to itself on the boot partition (/boot/firmware/swabline/):
-#   swabline-src.tar.gz   the Swabline source tree (git archive of the release)
-#   wheels/               optional: wheels for an offline install (pip download -d wheels ...)
+#   swabline-src.tar.gz     the Swabline source tree (git archive of the release)
+#   station.template.toml   the province's station template: firmware_config/station.template.toml
+#                           with its [enrollment] servers and [workflow] tube patterns filled in
+#   province-ca.crt         optional: the CA the server's HTTPS certificate comes from, when it is
+#                           the province's own (named by [enrollment] server_ca in the template)
+#   wheels/                 optional: wheels for an offline install (pip download -d wheels ...)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=/opt/swabline
 log=/var/log/swabline-firstboot.log
 exec > >(tee -a "$log") 2>&1
 echo "swabline-firstboot: start $(date -Is)"
-[ "$(id -u)" -eq 0 ] || { echo "swabline-firstboot: run as root" >&2; exit 1; }
-[ -f "$here/swabline-src.tar.gz" ] || { echo "swabline-firstboot: $here/swabline-src.tar.gz is missing" >&2; exit 1; }
+fail() { echo "swabline-firstboot: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || fail "run as root"
+[ -f "$here/swabline-src.tar.gz" ] || fail "$here/swabline-src.tar.gz is missing"
+# A station must know which server it may enroll with before it reads any card.
+template="$here/station.template.toml"
+[ -f "$template" ] || template=/etc/swabline/station.template.toml  # from an earlier run
+[ -f "$template" ] || fail "$here/station.template.toml is missing (docs/image-preparation.md)"
+if grep -q 'swabline\.example\.org' "$template"; then
+  fail "$template still names the placeholder server swabline.example.org: fill in [enrollment] servers (docs/image-preparation.md)"
+fi
 
 # 1. System packages. picamera2, libcamera and the numpy they are built against come only from
 #    Raspberry Pi OS's apt (not PyPI): the venv below sees them through --system-site-packages.
@@ -68,7 +80,15 @@ systemctl disable --now bluetooth.service hciuart.service 2>/dev/null || true
 systemctl enable systemd-timesyncd.service
 timedatectl set-timezone Asia/Ho_Chi_Minh || true
 
-# 4. Units, udev rules, the 'swabline' user; the station waits for its enrollment card.
+# 4. The province's template (and CA), then units, udev rules, the 'swabline' user and the
+#    'swabline' command on sudo's PATH; the station waits for its enrollment card.
+install -d -m 0755 /etc/swabline
+if [ "$template" != /etc/swabline/station.template.toml ]; then
+  install -m 0644 "$template" /etc/swabline/station.template.toml
+fi
+if [ -f "$here/province-ca.crt" ]; then
+  install -m 0644 "$here/province-ca.crt" /etc/swabline/province-ca.crt
+fi
 bash "$prefix/src/systemd/install.sh" station
 echo "swabline-firstboot: done $(date -Is); rebooting to apply the watchdog and config.txt"
 systemctl reboot
