@@ -13,8 +13,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, func, select, text
 
 from agent.outbox import TinyDbOutbox
+from protocol import Ack, decode
 from server.models import RecordRow, RejectedMessage
-from swabline.broker import Broker
+from swabline.broker import SERVER_USER, Broker
 from tests.agent.people import cccd, health_qr
 from tests.integration.harness import start_agent, start_server, wait_for
 
@@ -150,6 +151,15 @@ def test_malformed_messages_are_kept_and_ingest_goes_on(
         (b"\x00" * 1_000_000, "exceeds"),
         (json.dumps({**good, "station_id": "st-5"}).encode(), "does not match"),
     ]
+    # Watching st-1's acknowledgements as the server's user may: the ack itself, not a
+    # heartbeat's outbox_depth (which a heartbeat sent before the scan also shows as 0).
+    acks: list[Ack] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-acks", protocol=mqtt.MQTTv5)
+    watcher.username_pw_set(SERVER_USER, broker.users[SERVER_USER])
+    watcher.on_message = lambda _c, _u, msg: acks.append(decode(Ack, bytes(msg.payload)))
+    watcher.connect(broker.host, broker.port)
+    watcher.subscribe("swabline/v1/stations/st-1/acks", qos=1)
+    watcher.loop_start()
     try:
         for payload, _ in bad:
             intruder.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -163,19 +173,36 @@ def test_malformed_messages_are_kept_and_ingest_goes_on(
 
         wait_for(lambda: len(rejected()) == len(bad), 20, "rejections to be stored")
         with engine.connect() as c:
-            wait_for(
-                lambda: c.scalar(select(RecordRow.code).where(RecordRow.station_id == "st-1")),
+            stored = wait_for(
+                lambda: c.execute(
+                    select(RecordRow.record_id, RecordRow.code).where(
+                        RecordRow.station_id == "st-1"
+                    )
+                ).all(),
                 20,
                 "the good record after the bad ones",
             )
-        wait_for(lambda: server.get("/api/stations")[0]["outbox_depth"] == 0, 20, "ack")
+        assert [code for _, code in stored] == ["TUBE-AFTER-BAD-INPUT"]
+        # The server acknowledged exactly that record, and the station forgot it because of
+        # that acknowledgement (nothing else deletes from an outbox).
+        wait_for(lambda: acks, 20, "the acknowledgement")
+        assert acks[0].record_ids == [stored[0][0]] and acks[0].server_time is not None
+        wait_for(lambda: "signal confirmed" in agent.log_text(), 20, "the station to see it")
+        agent.stop()
+        with TinyDbOutbox(agent.outbox) as outbox:
+            assert len(outbox) == 0 and outbox.last_seq() == 1
         reasons = [r for r, _ in rejected()]
         for (_payload, expected), reason in zip(bad, reasons, strict=True):
             assert expected in reason
         assert 1_000_000 in [size for _, size in rejected()]
+        # Each one is also in the server's log, with its topic and station.
+        log = server.log.read_text(errors="replace")
+        for reason in reasons:
+            assert f"rejected message on {topic} (station st-4): {reason}" in log
         assert server.proc.poll() is None
-        agent.stop()
     finally:
+        watcher.loop_stop()
+        watcher.disconnect()
         intruder.loop_stop()
         intruder.disconnect()
         server.stop()
