@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTHON3 ?= python3
 PIP     := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test check lint format typecheck pytest chaos bench bench-outbox system-deps-demo system-deps-test lock clean
+.PHONY: demo test check lint format typecheck pytest chaos bench bench-outbox system-deps-demo system-deps-test system-deps-browser lock clean
 
 $(VENV)/bin/python:
 	@$(PYTHON3) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -27,10 +27,14 @@ system-deps-demo:
 system-deps-test:
 	@PYTHON3=$(PYTHON3) scripts/system-deps.sh test
 
+# Chromium for the browser tests: Debian's package (installed above), or on Ubuntu Playwright's.
+system-deps-browser: $(VENV)/.dev
+	@VENV_PY=$(PY) scripts/system-deps.sh browser
+
 demo: system-deps-demo $(VENV)/.demo
 	$(VENV)/bin/swabline demo
 
-test: system-deps-test $(VENV)/.dev
+test: system-deps-test $(VENV)/.dev system-deps-browser
 	$(MAKE) check
 	$(MAKE) pytest
 

@@ -10,6 +10,7 @@ import pytest
 
 from agent.ports import Condition, Signal
 from agent.signals import CONDITIONS, IDLE, QUIET_SIGNALS, SIGNALS, TONE_RANGE_HZ, Pattern
+from tests.browser import chromium
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -99,7 +100,7 @@ def test_staff_card_prints_on_one_a4_page() -> None:
         "--disable-sync",
     ]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        browser = p.chromium.launch(executable_path=chromium(), args=flags)
         try:
             page = browser.new_page()
             page.goto((DOCS / "signals-card.html").resolve().as_uri())

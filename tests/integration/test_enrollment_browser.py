@@ -17,6 +17,7 @@ from pyzbar.pyzbar import decode
 
 from protocol.cards import parse_enrollment_card
 from swabline.broker import Broker
+from tests.browser import chromium
 from tests.integration.harness import ServerProc, mqtt_connack, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -68,7 +69,7 @@ def test_log_in_make_a_token_print_its_card_and_decommission_the_station(
             },
         )
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
             try:
                 page = browser.new_page()
                 page.goto(server.url + "/enrollment")

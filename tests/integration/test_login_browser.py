@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from swabline.broker import Broker
+from tests.browser import chromium
 from tests.integration.harness import start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -30,7 +31,7 @@ def test_log_in_see_the_dashboard_switch_language_and_log_out(
     password = (tmp_path / "server" / "admin.password").read_text()
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
             page = browser.new_page()
             page.goto(server.url + "/users")
             assert "/login" in page.url

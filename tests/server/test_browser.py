@@ -21,12 +21,12 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from pyzbar.pyzbar import decode
 
 from swabline.broker import free_port
+from tests.browser import chromium
 from tests.server.conftest import PASSWORD, Env, build_env
 from tests.server.test_lab_web import sample
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -74,10 +74,8 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/system-deps.sh)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        b = p.chromium.launch(executable_path=chromium(), args=FLAGS, headless=True)
         yield b
         b.close()
 

@@ -17,6 +17,7 @@ from protocol.cards import EnrollmentCard, parse_enrollment_card
 from protocol.enrollment import EnrollResponse
 from server.enrollment import BrokerEndpoint, EnrollmentService
 from swabline.broker import Broker
+from tests.browser import chromium
 from tests.integration.harness import mqtt_connack
 from tests.server.conftest import Env, build_env
 
@@ -275,7 +276,7 @@ async def test_the_printed_card_scans_back_to_the_same_card(
     html = tmp_path / "card.html"
     html.write_text(page_html.text)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         try:
             page = await browser.new_page()
             await page.goto(html.as_uri())

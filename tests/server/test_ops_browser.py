@@ -14,12 +14,12 @@ import uvicorn
 
 from server.config import ServerConfig
 from swabline.broker import free_port
+from tests.browser import chromium
 from tests.server.conftest import PASSWORD, Env, build_env
 from tests.server.ops_helpers import add_station, heartbeat, ingest, status
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -66,7 +66,7 @@ def test_the_fleet_page_follows_a_station_going_offline_without_reloading(
         heartbeat("st-3", now, outbox_depth=7),
     )
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS)
         try:
             page = browser.new_page()
             page.goto(f"{url}/login?next=/ops")

@@ -14,6 +14,7 @@ from pyzbar import pyzbar
 from agent.codes import CodeRules, CommandCode, classify
 from swabline.cards import command_cards, read_staff_csv, render_html, staff_cards
 from swabline.cli import main
+from tests.browser import chromium
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -82,7 +83,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         yield b
         b.close()
 
