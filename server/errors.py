@@ -43,15 +43,29 @@ class ImportRowsError(ServerError, ValueError):
 
 
 class HttpError(ServerError):
-    """An HTTP request is refused. ``status`` and ``code`` go to the client with the message."""
+    """An HTTP request is refused. ``status`` and ``code`` go to the client with the message.
+
+    ``message`` is English (the API's ``detail``, logs). ``text`` names the interface text a
+    page shows instead (``server.web.i18n``, Vietnamese first), filled in with ``values``;
+    without one, a page shows a general text for the status and the message as detail.
+    """
 
     status = 400
     code = "bad_request"
     headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        text: str | None = None,
+        values: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.text = text
+        self.values = values or {}
         if headers is not None:
             self.headers = headers
 

@@ -118,10 +118,17 @@ def _tube_state(tube: Tube, line: LabBatchTube | None) -> dict[str, Any]:
     return {"status": tube.status, "lab_id": tube.lab_id, "batch_line": snapshot(line)}
 
 
+_CODE_TEXTS = {"box code": "lab.err.bad_box_code", "tube code": "lab.err.bad_tube_code"}
+
+
 def clean_code(code: str, what: str = "code") -> str:
     code = code.strip()
     if not code or len(code) > MAX_CODE or not code.isprintable():
-        raise BadRequestError(f"not a valid {what}: printable, 1 to {MAX_CODE} characters")
+        raise BadRequestError(
+            f"not a valid {what}: printable, 1 to {MAX_CODE} characters",
+            text=_CODE_TEXTS.get(what, "lab.err.bad_code"),
+            values={"max": MAX_CODE},
+        )
     return code
 
 
@@ -161,7 +168,11 @@ def start_packing(
     if existing is not None:
         if existing.status == BatchStatus.PACKING and existing.origin_id == origin_id:
             return existing
-        raise ConflictError(f"box {code} is already {existing.status}; close it first")
+        raise ConflictError(
+            f"box {code} is already {existing.status}; close it first",
+            text="lab.err.box_busy",
+            values={"code": code},
+        )
     batch = LabBatch(
         code=code,
         status=BatchStatus.PACKING.value,
@@ -184,7 +195,11 @@ def pack_tube(
     remote_addr: str | None = None,
 ) -> ScanOutcome:
     if batch.status != BatchStatus.PACKING:
-        raise ConflictError(f"box {batch.code} is {batch.status}: tubes can no longer be added")
+        raise ConflictError(
+            f"box {batch.code} is {batch.status}: tubes can no longer be added",
+            text="lab.err.not_packing",
+            values={"code": batch.code},
+        )
     now = datetime.now(UTC)
     tube, _ = ensure_tube(session, clean_code(tube_code, "tube code"), now)
     line = session.scalars(
@@ -221,13 +236,19 @@ def ship(
 ) -> int:
     """Mark a packed box shipped: a ``shipped`` event for every tube on it. Returns the count."""
     if batch.status != BatchStatus.PACKING:
-        raise ConflictError(f"box {batch.code} is {batch.status}, not being packed")
+        raise ConflictError(
+            f"box {batch.code} is {batch.status}, not being packed",
+            text="lab.err.not_packing",
+            values={"code": batch.code},
+        )
     now = datetime.now(UTC)
     tube_ids = list(
         session.scalars(select(LabBatchTube.tube_id).where(LabBatchTube.batch_id == batch.id))
     )
     if not tube_ids:
-        raise BadRequestError(f"box {batch.code} is empty")
+        raise BadRequestError(
+            f"box {batch.code} is empty", text="lab.err.box_empty", values={"code": batch.code}
+        )
     before = snapshot(batch)
     for tid in tube_ids:
         record_event(
@@ -267,7 +288,11 @@ def start_reception(
     batch = open_batch(session, code)
     if batch is not None and batch.status == BatchStatus.RECEIVING:
         if batch.lab_id is not None and lab_id is not None and batch.lab_id != lab_id:
-            raise ConflictError(f"box {code} is being received by another lab")
+            raise ConflictError(
+                f"box {code} is being received by another lab",
+                text="lab.err.other_lab",
+                values={"code": code},
+            )
         return batch
     if batch is not None and batch.status == BatchStatus.PACKING:
         # Shipped without anyone pressing "ship": the manifest so far is what left.
@@ -312,7 +337,11 @@ def receive_tube(
     user_id = actor.user_id if actor else None
     tube, known = ensure_tube(session, clean_code(tube_code, "tube code"), now)
     if batch is not None and batch.status != BatchStatus.RECEIVING:
-        raise ConflictError(f"box {batch.code} is {batch.status}, not being received")
+        raise ConflictError(
+            f"box {batch.code} is {batch.status}, not being received",
+            text="lab.err.not_receiving",
+            values={"code": batch.code},
+        )
     already = session.scalar(
         select(func.count())
         .select_from(SampleEvent)
@@ -439,7 +468,11 @@ def close_batch(
 ) -> BatchView:
     """Finish the reception: manifest tubes never scanned are from now on missing."""
     if batch.status != BatchStatus.RECEIVING:
-        raise ConflictError(f"box {batch.code} is {batch.status}, not being received")
+        raise ConflictError(
+            f"box {batch.code} is {batch.status}, not being received",
+            text="lab.err.not_receiving",
+            values={"code": batch.code},
+        )
     before = snapshot(batch)
     batch.status = BatchStatus.CLOSED.value
     batch.closed_at = datetime.now(UTC)
@@ -479,7 +512,7 @@ def view(session: Session, batch: LabBatch) -> BatchView:
 def get_batch(session: Session, batch_id: int) -> LabBatch:
     batch = session.get(LabBatch, batch_id)
     if batch is None:
-        raise NotFoundError(f"no batch {batch_id}")
+        raise NotFoundError(f"no batch {batch_id}", text="lab.err.no_box")
     return batch
 
 

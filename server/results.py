@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from server.access import Permission, Principal, Scope
@@ -78,7 +78,11 @@ def find_tube(session: Session, scope: Scope, code: str) -> Tube:
         )
     ).first()
     if tube is None:
-        raise NotFoundError(f"no tube {code.strip()!r} among the tubes you can see")
+        raise NotFoundError(
+            f"no tube {code.strip()!r} among the tubes you can see",
+            text="lab.err.no_tube",
+            values={"code": code.strip()},
+        )
     return tube
 
 
@@ -126,7 +130,7 @@ def enter_result(
     """Record ``value`` for a tube (scanned at the lab). The same value again changes nothing;
     another value is a correction and needs a ``reason``."""
     if value not in VALUES:
-        raise BadRequestError(f"result must be one of {', '.join(VALUES)}")
+        raise BadRequestError(f"result must be one of {', '.join(VALUES)}", text="entry.err.value")
     scope = principal.require(Permission.RESULT_WRITE)
     tube = find_tube(session, scope, tube_code)
     lock_tube(session, tube.id)  # two entries for one tube at once: the second sees the first
@@ -137,10 +141,16 @@ def enter_result(
         return EntryOutcome("unchanged", tube, current, persons)
     if current is not None and reason is None:
         raise BadRequestError(
-            f"tube {tube.code} already has the result {current.value}: a correction needs a reason"
+            f"tube {tube.code} already has the result {current.value}: a correction needs a reason",
+            text="entry.err.needs_reason",
+            values={"code": tube.code, "value_text": f"result.{current.value}"},
         )
     if reason is not None and len(reason) > MAX_REASON:
-        raise BadRequestError(f"the reason is longer than {MAX_REASON} characters")
+        raise BadRequestError(
+            f"the reason is longer than {MAX_REASON} characters",
+            text="entry.err.reason_long",
+            values={"max": MAX_REASON},
+        )
     before = snapshot(current)
     result = add_result(
         session,
@@ -470,10 +480,8 @@ class RecallPool:
     lines: list[RecallLine] = field(default_factory=list)
 
 
-def positive_pools(session: Session, scope: Scope, *, limit: int = 200) -> list[RecallPool]:
-    """Tubes whose current result is positive and that hold a pool, newest first, with how
-    many of their persons were sampled again since."""
-    rows = session.execute(
+def _positive(scope: Scope, since: datetime | None, until: datetime | None) -> Select[Tube, Result]:
+    stmt = (
         select(Tube, Result)
         .join(Result, and_(Result.tube_id == Tube.id, Result.superseded_at.is_(None)))
         .where(
@@ -481,21 +489,52 @@ def positive_pools(session: Session, scope: Scope, *, limit: int = 200) -> list[
             Result.value == "positive",
             scope.filter_any(Tube.lab_id, Tube.facility_id),
         )
-        .order_by(Result.reported_at.desc())
+    )
+    if since is not None:
+        stmt = stmt.where(Result.reported_at >= since)
+    if until is not None:
+        stmt = stmt.where(Result.reported_at < until)
+    return stmt
+
+
+def positive_pools(
+    session: Session,
+    scope: Scope,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = 200,
+    offset: int = 0,
+) -> list[RecallPool]:
+    """Tubes whose current result is positive and that hold a pool, reported in
+    [``since``, ``until``), newest first, with how many of their persons were sampled again
+    since. ``limit`` None: all of them."""
+    stmt = (
+        _positive(scope, since, until)
+        .order_by(Result.reported_at.desc(), Result.id.desc())
+        .offset(offset)
         .limit(limit)
-    ).all()
-    out = []
-    for tube, result in rows:
-        pool = _recall(session, scope, tube, result)
-        out.append(pool)
-    return out
+    )
+    return [_recall(session, scope, tube, result) for tube, result in session.execute(stmt).all()]
+
+
+def count_positive_pools(
+    session: Session, scope: Scope, *, since: datetime | None = None, until: datetime | None = None
+) -> int:
+    """How many pools ``positive_pools`` would list without a limit."""
+    inner = _positive(scope, since, until).with_only_columns(Result.id).subquery()
+    return session.scalar(select(func.count()).select_from(inner)) or 0
 
 
 def recall_list(session: Session, scope: Scope, tube_code: str) -> RecallPool:
     tube = find_tube(session, scope, tube_code)
     result = current_result(session, tube.id)
     if result is None or result.value != "positive" or tube.mode != "pool":
-        raise NotFoundError(f"tube {tube.code} is not a positive pool")
+        raise NotFoundError(
+            f"tube {tube.code} is not a positive pool",
+            text="recall.err.not_positive",
+            values={"code": tube.code},
+        )
     return _recall(session, scope, tube, result)
 
 

@@ -11,7 +11,7 @@ Layout, for whoever adds routes (lab, reports, ops, enrollment):
 
 Public without login: ``/healthz``, ``/login``, ``/openapi.json``, ``/docs``, and the pages for
 citizens: ``/lookup``, ``/v/{token}`` (slip verification), ``/declare``. Everything else
-needs a session or an API token (see ``docs/server-api.md``).
+needs a session or an API token (``docs/server.md``: "Accounts and access", "API").
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, select
@@ -47,7 +49,8 @@ from server.web import (
     services,
 )
 from server.web.deps import Caller
-from server.web.templating import render
+from server.web.i18n import error_message, translate
+from server.web.templating import language, render
 
 _API_PREFIXES = ("/api/", "/metrics", "/healthz", "/openapi.json", "/docs")
 
@@ -62,15 +65,30 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if wants_html(request):
         if exc.status == 401:
             return pages.login_redirect(request)
+        text, detail = error_message(language(request), exc)
         return render(
             request,
             "error.html",
-            {"status": exc.status, "message": exc.message},
+            {"status": exc.status, "message": text, "detail": detail},
             status_code=exc.status,
         )
     return JSONResponse(
         {"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=exc.headers
     )
+
+
+async def invalid_request(request: Request, exc: Exception) -> Response:
+    """A form field too long or malformed: a page in the reader's language for people (such a
+    form was sent around the page's own limits), FastAPI's 422 JSON for the API."""
+    assert isinstance(exc, RequestValidationError)
+    if wants_html(request):
+        return render(
+            request,
+            "error.html",
+            {"status": 422, "message": translate(language(request), "error.status.422")},
+            status_code=422,
+        )
+    return await request_validation_exception_handler(request, exc)
 
 
 def create_app(
@@ -103,6 +121,7 @@ def create_app(
     if ops_runtime is not None:
         app.state.ops_fleet_cache = ops_runtime.fleet_cache
     app.add_exception_handler(HttpError, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(api_auth.router)
     app.include_router(api_admin.router)
     app.include_router(api_data.router)

@@ -116,4 +116,4 @@ def check_form_csrf(principal: Principal, token: str | None) -> None:
         or not token
         or not hmac.compare_digest(token, principal.csrf_token)
     ):
-        raise ForbiddenError("the form has expired; reload the page")
+        raise ForbiddenError("the form has expired; reload the page", text="error.form_expired")

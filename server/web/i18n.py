@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server.errors import HttpError
 from server.ops.i18n import TEXTS as OPS_TEXTS
 
 LANGS = ("vi", "en")
@@ -94,6 +95,34 @@ TEXTS: dict[str, tuple[str, str]] = {
     "result.invalid": ("không hợp lệ", "invalid"),
     "error.title": ("Lỗi", "Error"),
     "error.back": ("Quay lại trang chủ", "Back to the dashboard"),
+    "error.detail": ("Chi tiết kỹ thuật (tiếng Anh)", "Technical detail"),
+    "error.status.400": ("Yêu cầu không hợp lệ.", "The request cannot be done."),
+    "error.status.401": ("Vui lòng đăng nhập.", "Please log in."),
+    "error.status.403": (
+        "Bạn không có quyền làm việc này.",
+        "You are not allowed to do this.",
+    ),
+    "error.status.404": (
+        "Không tìm thấy, hoặc không thuộc phạm vi của bạn.",
+        "Not found, or not in your part of the organisation.",
+    ),
+    "error.status.409": (
+        "Không làm được lúc này: dữ liệu đang ở trạng thái khác.",
+        "This cannot be done now: the data is in another state.",
+    ),
+    "error.status.422": (
+        "Thông tin gửi lên không hợp lệ (quá dài hoặc sai dạng). Kiểm tra lại rồi gửi lại.",
+        "What was sent is not valid (too long or malformed). Check it and send it again.",
+    ),
+    "error.status.429": (
+        "Quá nhiều lần thử. Vui lòng thử lại sau ít phút.",
+        "Too many attempts. Please try again in a few minutes.",
+    ),
+    "error.status.other": ("Đã có lỗi xảy ra.", "Something went wrong."),
+    "error.form_expired": (
+        "Biểu mẫu đã hết hạn: tải lại trang rồi làm lại.",
+        "The form has expired: reload the page and try again.",
+    ),
     "page.previous": ("Trang trước", "Previous"),
     "page.next": ("Trang sau", "Next"),
 }
@@ -115,6 +144,18 @@ def translator(lang: str) -> Callable[..., str]:
 
 def translate(lang: str, key: str, **values: object) -> str:
     return translator(lang)(key, **values)
+
+
+def error_message(lang: str, exc: HttpError) -> tuple[str, str | None]:
+    """What a page says about a refused request: its own text (``exc.text``; a value named
+    ``*_text`` is itself a text key) or, without one, a general text for the status, then the
+    English message as detail."""
+    t = translator(lang)
+    if exc.text and exc.text in TEXTS:
+        values = {k: t(str(v)) if k.endswith("_text") else v for k, v in (exc.values or {}).items()}
+        return t(exc.text, **values), None
+    general = f"error.status.{exc.status}"
+    return t(general if general in TEXTS else "error.status.other"), exc.message
 
 
 # Lab reception, results, public lookup and declaration, reports (issue 7).
@@ -493,5 +534,104 @@ TEXTS.update(
         "notify.notifications": ("Thông báo gửi đi", "Outgoing notifications"),
         "notify.attempts": ("Số lần gửi", "Attempts"),
         "notify.last_error": ("Lỗi gần nhất", "Last error"),
+        # --- refusals on the lab, report and public pages (HttpError.text) ---
+        "lab.err.bad_code": (
+            "Mã không hợp lệ: từ 1 đến {max} ký tự in được.",
+            "Not a valid code: 1 to {max} printable characters.",
+        ),
+        "lab.err.bad_box_code": (
+            "Mã thùng không hợp lệ: từ 1 đến {max} ký tự in được.",
+            "Not a valid box code: 1 to {max} printable characters.",
+        ),
+        "lab.err.bad_tube_code": (
+            "Mã ống không hợp lệ: từ 1 đến {max} ký tự in được.",
+            "Not a valid tube code: 1 to {max} printable characters.",
+        ),
+        "lab.err.box_busy": (
+            "Thùng {code} đang được dùng (chưa kết thúc): hãy kết thúc thùng đó trước.",
+            "Box {code} is in use (not finished): finish it first.",
+        ),
+        "lab.err.not_packing": (
+            "Thùng {code} không còn ở bước đóng thùng.",
+            "Box {code} is no longer being packed.",
+        ),
+        "lab.err.not_receiving": (
+            "Thùng {code} không ở bước nhận mẫu.",
+            "Box {code} is not being received.",
+        ),
+        "lab.err.box_empty": ("Thùng {code} chưa có ống nào.", "Box {code} is empty."),
+        "lab.err.other_lab": (
+            "Thùng {code} đang được một phòng xét nghiệm khác nhận.",
+            "Box {code} is being received by another lab.",
+        ),
+        "lab.err.no_box": ("Không tìm thấy thùng này.", "No such box."),
+        "lab.err.no_facility": (
+            "Bạn không làm việc cho cơ sở này.",
+            "You do not work for this facility.",
+        ),
+        "lab.err.choose_lab": ("Hãy chọn phòng xét nghiệm nhận.", "Choose the destination lab."),
+        "lab.err.no_tube": (
+            "Không có ống {code} trong các ống bạn được xem.",
+            "No tube {code} among the tubes you can see.",
+        ),
+        "lab.err.no_slip": (
+            "Không có kết quả này cho người này.",
+            "No such result for this person.",
+        ),
+        "lab.err.notifications_admin": (
+            "Nhật ký thông báo chỉ dành cho quản trị cấp tỉnh.",
+            "The notification log is for province-wide administrators.",
+        ),
+        "entry.err.value": (
+            "Kết quả phải là âm tính, dương tính hoặc không xác định.",
+            "The result must be negative, positive or invalid.",
+        ),
+        "entry.err.needs_reason": (
+            "Ống {code} đã có kết quả {value_text}: sửa kết quả cần ghi lý do.",
+            "Tube {code} already has the result {value_text}: a correction needs a reason.",
+        ),
+        "entry.err.reason_long": (
+            "Lý do dài quá {max} ký tự.",
+            "The reason is longer than {max} characters.",
+        ),
+        "import.err.no_file": ("Hãy chọn tệp CSV.", "Choose a CSV file."),
+        "import.err.read_back": (
+            "Không đọc lại được tệp: hãy tải tệp lên lại.",
+            "The file could not be read back: upload it again.",
+        ),
+        "import.err.too_large": (
+            "Tệp lớn hơn {max} byte: hãy chia nhỏ tệp.",
+            "The file is larger than {max} bytes: split it.",
+        ),
+        "recall.err.not_positive": (
+            "Ống {code} không phải mẫu gộp dương tính.",
+            "Tube {code} is not a positive pool.",
+        ),
+        "recall.err.range": (
+            "Chọn tối đa {days} ngày một lần.",
+            "Choose at most {days} days at a time.",
+        ),
+        "reports.err.no_node": (
+            "Không có đơn vị này trong phạm vi của bạn.",
+            "No such organisation in your scope.",
+        ),
+        "reports.err.no_file": ("Không có tệp báo cáo này.", "No such report file."),
+        "scan.network": (
+            "Mất kết nối tới máy chủ: chưa ghi nhận, hãy quét lại.",
+            "No connection to the server: not recorded, scan again.",
+        ),
+        # --- recall list range ---
+        "recall.from": ("Từ ngày", "From"),
+        "recall.to": ("Đến ngày", "To"),
+        "recall.show": ("Xem", "Show"),
+        "recall.showing": (
+            "Mẫu gộp {first}–{last} trong tổng số {total} có kết quả dương tính từ {start} đến "
+            "{end}.",
+            "Pools {first}–{last} of {total} with a positive result from {start} to {end}.",
+        ),
+        "recall.csv_all": (
+            "Tệp CSV gồm cả {total} mẫu gộp của các ngày này.",
+            "The CSV file has all {total} pools of these days.",
+        ),
     }
 )

@@ -12,11 +12,12 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from starlette.responses import Response
 
 from server import lab as lab_service
 from server import results as results_service
-from server.access import Permission, Scope
+from server.access import Permission, Principal, Scope
 from server.errors import BadRequestError, HttpError, NotFoundError
 from server.models import (
     LabBatch,
@@ -43,10 +44,10 @@ from server.result_csv import FIELDS, parse_results_csv
 from server.samples import current_result
 from server.signing import SlipRef
 from server.web.deps import Db, PageCaller, check_form_csrf, remote_addr
-from server.web.i18n import translator
+from server.web.i18n import error_message, translator
 from server.web.qr import qr_svg
 from server.web.schemas import Text
-from server.web.services import Services, base_url, facilities, use_locale
+from server.web.services import LabServices, Services, base_url, facilities, use_locale
 from server.web.templating import language, render
 
 router = APIRouter(include_in_schema=False)
@@ -70,7 +71,7 @@ def wants_json(request: Request) -> bool:
 def _batch_in_scope(db: Session, scope: Scope, batch_id: int) -> LabBatch:
     batch = db.get(LabBatch, batch_id)
     if batch is None:
-        raise NotFoundError(f"no box {batch_id}")
+        raise NotFoundError(f"no box {batch_id}", text="lab.err.no_box")
     paths = [
         db.scalar(select(Organisation.path).where(Organisation.id == oid))
         for oid in (batch.lab_id, batch.origin_id)
@@ -78,7 +79,7 @@ def _batch_in_scope(db: Session, scope: Scope, batch_id: int) -> LabBatch:
     ]
     visible = any(scope.covers_path(p) for p in paths) or (not paths and scope.includes_unassigned)
     if not visible:
-        raise NotFoundError(f"no box {batch_id}")
+        raise NotFoundError(f"no box {batch_id}", text="lab.err.no_box")
     return batch
 
 
@@ -86,11 +87,29 @@ def _redirect(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
+def _refused(request: Request, db: Session, caller: Principal, exc: HttpError) -> Response:
+    """A scanner field's refusal, in the reader's language (the page shows ``message``)."""
+    use_locale(request, db, caller)
+    text, _ = error_message(language(request), exc)
+    return JSONResponse({"ok": False, "message": text, "code": exc.code}, status_code=exc.status)
+
+
 # --- lab home, reception and packing -------------------------------------------------------
 
 
 @router.get("/lab")
 def lab_home(request: Request, caller: PageCaller, db: Db) -> Response:
+    return _lab_home(request, caller, db)
+
+
+def _lab_home(
+    request: Request,
+    caller: Principal,
+    db: Session,
+    *,
+    error: HttpError | None = None,
+) -> Response:
+    """The lab home page; with ``error``, the refusal of a box scan in the reader's language."""
     use_locale(request, db, caller)
     scope = caller.require(Permission.LAB_WRITE)
     batches = db.scalars(
@@ -108,8 +127,9 @@ def lab_home(request: Request, caller: PageCaller, db: Db) -> Response:
             "names": names,
             "labs": facilities(db, scope, ("lab", "both")),
             "origins": facilities(db, scope, ("sampling", "both")),
-            "error": request.query_params.get("error"),
+            "error": error_message(language(request), error)[0] if error else None,
         },
+        status_code=error.status if error else 200,
     )
 
 
@@ -127,7 +147,9 @@ def lab_start_batch(
     scope = caller.require(Permission.LAB_WRITE)
     kinds = ("lab", "both") if action == "receive" else ("sampling", "both")
     if facility_id not in {f.id for f in facilities(db, scope, kinds)}:
-        raise NotFoundError(f"no facility {facility_id} you can act for")
+        raise NotFoundError(
+            f"no facility {facility_id} you can act for", text="lab.err.no_facility"
+        )
     try:
         if action == "receive":
             batch = lab_service.start_reception(
@@ -139,7 +161,7 @@ def lab_start_batch(
             )
     except HttpError as exc:
         db.rollback()
-        return _redirect(f"/lab?error={quote(exc.message)}")
+        return _lab_home(request, caller, db, error=exc)
     db.commit()
     return _redirect(f"/lab/batches/{batch.id}")
 
@@ -208,7 +230,7 @@ def lab_batch_scan(
     except HttpError as exc:
         db.rollback()
         if wants_json(request):
-            return JSONResponse({"ok": False, "message": exc.message}, status_code=exc.status)
+            return _refused(request, db, caller, exc)
         raise
     db.commit()
     view = lab_service.view(db, batch)
@@ -238,7 +260,7 @@ def lab_batch_ship(
     if lab_id is not None:
         lab = db.get(Organisation, lab_id)
         if lab is None or lab.facility_kind not in ("lab", "both"):
-            raise BadRequestError("choose a lab")
+            raise BadRequestError("choose a lab", text="lab.err.choose_lab")
     lab_service.ship(db, batch, lab_id=lab_id, actor=caller, remote_addr=remote_addr(request))
     db.commit()
     return _redirect(f"/lab/batches/{batch.id}")
@@ -300,7 +322,7 @@ def lab_results_tube(
         tube = results_service.find_tube(db, scope, code)
     except NotFoundError as exc:
         if wants_json(request):
-            return JSONResponse({"ok": False, "message": exc.message}, status_code=404)
+            return _refused(request, db, caller, exc)
         raise
     if wants_json(request):
         return JSONResponse({"ok": True, **_tube_json(db, tube)})
@@ -332,7 +354,7 @@ def lab_results_enter(
     except HttpError as exc:
         db.rollback()
         if wants_json(request):
-            return JSONResponse({"ok": False, "message": exc.message}, status_code=exc.status)
+            return _refused(request, db, caller, exc)
         raise
     db.commit()
     if wants_json(request):
@@ -385,7 +407,7 @@ def lab_tube_correct(
 ) -> Response:
     check_form_csrf(caller, csrf_token)
     if not reason.strip():
-        raise BadRequestError("a correction needs a reason")
+        raise BadRequestError("a correction needs a reason", text="entry.reason_required")
     out = results_service.enter_result(
         db,
         caller,
@@ -443,12 +465,18 @@ def lab_import(
         try:
             data = base64.b64decode(content_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequestError("the file could not be read back; upload it again") from None
+            raise BadRequestError(
+                "the file could not be read back; upload it again", text="import.err.read_back"
+            ) from None
         name = filename or "results.csv"
     else:
-        raise BadRequestError("choose a CSV file")
+        raise BadRequestError("choose a CSV file", text="import.err.no_file")
     if len(data) > limit:
-        raise BadRequestError(f"the file is larger than {limit} bytes")
+        raise BadRequestError(
+            f"the file is larger than {limit} bytes",
+            text="import.err.too_large",
+            values={"max": limit},
+        )
     mapping = {
         "tube": map_tube,
         "result": map_result,
@@ -487,17 +515,110 @@ def lab_import(
 # --- recall lists ---------------------------------------------------------------------------
 
 
+RECALL_PAGE = 50
+RECALL_DEFAULT_DAYS = 14
+RECALL_MAX_DAYS = 92
+
+
+@dataclass(frozen=True)
+class RecallRange:
+    """The local days whose positive pools the recall page and CSV show."""
+
+    first: date
+    last: date
+    since: datetime
+    until: datetime
+
+    @property
+    def query(self) -> str:
+        return f"from={self.first.isoformat()}&to={self.last.isoformat()}"
+
+
+def _recall_range(services: LabServices, first: str, last: str) -> RecallRange:
+    """``from`` and ``to`` (local dates, both included); default the last two weeks. A range
+    longer than ``RECALL_MAX_DAYS`` is refused rather than cut."""
+    today = datetime.now(services.tz).date()
+
+    def day(text: str, default: date) -> date:
+        try:
+            return date.fromisoformat(text) if text else default
+        except ValueError:
+            return default
+
+    end = day(last, today)
+    start = day(first, end - timedelta(days=RECALL_DEFAULT_DAYS - 1))
+    if start > end:
+        start, end = end, start
+    if (end - start).days >= RECALL_MAX_DAYS:
+        raise BadRequestError(
+            f"choose at most {RECALL_MAX_DAYS} days",
+            text="recall.err.range",
+            values={"days": RECALL_MAX_DAYS},
+        )
+    since = datetime.combine(start, time(), services.tz)
+    until = datetime.combine(end + timedelta(days=1), time(), services.tz)
+    return RecallRange(start, end, since, until)
+
+
 @router.get("/lab/recalls")
-def lab_recalls(request: Request, caller: PageCaller, db: Db) -> Response:
+def lab_recalls(
+    request: Request,
+    caller: PageCaller,
+    db: Db,
+    services: Services,
+    first: Annotated[str, Query(alias="from", max_length=10)] = "",
+    last: Annotated[str, Query(alias="to", max_length=10)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """Positive pools of the chosen days (default the last two weeks), ``RECALL_PAGE`` a page,
+    with how many there are in all; the CSV has every one of them."""
     use_locale(request, db, caller)
-    pools = results_service.positive_pools(db, caller.require(Permission.DATA_READ))
-    return render(request, "lab_recalls.html", {"pools": pools, "single": None})
+    scope = caller.require(Permission.DATA_READ)
+    days = _recall_range(services, first, last)
+    total = results_service.count_positive_pools(db, scope, since=days.since, until=days.until)
+    pools = results_service.positive_pools(
+        db,
+        scope,
+        since=days.since,
+        until=days.until,
+        limit=RECALL_PAGE,
+        offset=(page - 1) * RECALL_PAGE,
+    )
+    return render(
+        request,
+        "lab_recalls.html",
+        {
+            "pools": pools,
+            "single": None,
+            "days": days,
+            "total": total,
+            "page": page,
+            "page_size": RECALL_PAGE,
+            "max_days": RECALL_MAX_DAYS,
+        },
+    )
 
 
 @router.get("/lab/recalls.csv")
-def lab_recalls_csv(request: Request, caller: PageCaller, db: Db) -> Response:
-    pools = results_service.positive_pools(db, caller.require(Permission.DATA_READ))
-    return _csv(results_service.recall_csv(pools, language(request)), "recall-lists.csv")
+def lab_recalls_csv(
+    request: Request,
+    caller: PageCaller,
+    db: Db,
+    services: Services,
+    first: Annotated[str, Query(alias="from", max_length=10)] = "",
+    last: Annotated[str, Query(alias="to", max_length=10)] = "",
+) -> Response:
+    """Every positive pool of the chosen days (no page limit)."""
+    days = _recall_range(services, first, last)
+    pools = results_service.positive_pools(
+        db,
+        caller.require(Permission.DATA_READ),
+        since=days.since,
+        until=days.until,
+        limit=None,
+    )
+    name = f"recall-lists-{days.first.isoformat()}-{days.last.isoformat()}.csv"
+    return _csv(results_service.recall_csv(pools, language(request)), name)
 
 
 @router.get("/lab/recalls/{code}")
@@ -510,7 +631,9 @@ def lab_recall(request: Request, caller: PageCaller, db: Db, code: str) -> Respo
             results_service.recall_csv([pool], language(request)), f"recall-{pool.tube.code}.csv"
         )
     pool = results_service.recall_list(db, scope, code)
-    return render(request, "lab_recalls.html", {"pools": [pool], "single": pool})
+    return render(
+        request, "lab_recalls.html", {"pools": [pool], "single": pool, "days": None, "total": 1}
+    )
 
 
 def _csv(content: bytes, name: str) -> Response:
@@ -537,7 +660,7 @@ def lab_slip(
     scope = caller.require(Permission.DATA_READ)
     result = db.get(Result, result_id)
     if result is None:
-        raise NotFoundError("no such result")
+        raise NotFoundError("no such result", text="lab.err.no_slip")
     tube = db.get(Tube, result.tube_id)
     assert tube is not None
     results_service.find_tube(db, scope, tube.code)
@@ -549,7 +672,7 @@ def lab_slip(
         )
     )
     if member is None or db.get(Person, person_id) is None:
-        raise NotFoundError("no such person in this tube")
+        raise NotFoundError("no such person in this tube", text="lab.err.no_slip")
     token = services.ctx.signer.sign(SlipRef(result_id, person_id))
     slip = load_slip(db, services.ctx.signer, token)
     assert slip is not None
@@ -570,7 +693,10 @@ def lab_notifications(request: Request, caller: PageCaller, db: Db) -> Response:
     messages carry personal data from every facility)."""
     use_locale(request, db, caller)
     if not caller.require(Permission.AUDIT_READ).includes_unassigned:
-        raise NotFoundError("the notification log is for province-wide administrators")
+        raise NotFoundError(
+            "the notification log is for province-wide administrators",
+            text="lab.err.notifications_admin",
+        )
     since = datetime.now(UTC) - timedelta(days=7)
     notes = db.scalars(
         select(Notification)

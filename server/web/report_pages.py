@@ -44,10 +44,10 @@ def _report(
     scope = caller.require(Permission.DATA_READ)
     nodes = _nodes(db, scope)
     if not nodes:
-        raise NotFoundError("no organisation to report on")
+        raise NotFoundError("no organisation to report on", text="reports.err.no_node")
     node = next((n for n in nodes if n.id == node_id), None) if node_id else nodes[0]
     if node is None:
-        raise NotFoundError(f"no organisation {node_id} in your scope")
+        raise NotFoundError(f"no organisation {node_id} in your scope", text="reports.err.no_node")
     try:
         when = date.fromisoformat(day) if day else datetime.now(services.tz).date()
     except ValueError:
@@ -169,7 +169,7 @@ def reports_file(caller: PageCaller, db: Db, file_id: int) -> Response:
         select(ReportFile).where(ReportFile.id == file_id, scope.filter(ReportFile.organisation_id))
     ).first()
     if row is None:
-        raise NotFoundError(f"no report file {file_id}")
+        raise NotFoundError(f"no report file {file_id}", text="reports.err.no_file")
     media = "text/csv; charset=utf-8" if row.format == "csv" else XLSX
     return Response(
         row.content,

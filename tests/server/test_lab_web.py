@@ -5,6 +5,7 @@ reports and downloads; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -256,7 +257,10 @@ async def test_result_entry_by_scanning_and_a_correction_with_a_reason(env: Env)
         assert again.json()["entry"] == "unchanged"
         change = {**form, "value": "positive"}
         refused = await c.post("/lab/results", data=change, headers=JSON)
-        assert refused.status_code == 400 and "reason" in refused.json()["message"]
+        assert refused.status_code == 400  # said in the page's language
+        assert refused.json()["message"] == (
+            "Ống T-BD-1 đã có kết quả âm tính: sửa kết quả cần ghi lý do."
+        )
         fixed = await c.post(
             "/lab/results", data={**change, "reason": "đọc nhầm giếng"}, headers=JSON
         )
@@ -812,3 +816,225 @@ async def test_the_json_api_enters_imports_and_reports_with_a_token(env: Env) ->
     async with env.client("ops") as api:
         assert (await api.get("/api/reports")).status_code == 403
         assert (await api.get("/api/lab/recalls")).status_code == 403
+
+
+def many_positive_pools(env: Env, recent: int, older: int) -> None:
+    """``recent`` positive pools resulted today and ``older`` ones 30 days ago (two persons
+    each), received and imported the way a lab does it."""
+    from datetime import datetime, timedelta
+
+    from server.access import system_principal
+    from server.lab import receive_tube
+    from server.result_csv import parse_results_csv
+    from server.results import import_results
+    from tests.server.factories import pool_session
+
+    services = env.app.state.lab
+    now = datetime.now(services.tz)
+    codes = [f"T-RC-{i:03d}" for i in range(recent + older)]
+    records = []
+    for i, code in enumerate(codes):
+        keys = [f"0790{i:04d}0001", f"0790{i:04d}0002"]
+        records += pool_session("st-1", code, keys, start=1000 + 10 * i)
+    store_resilient(env.engine, classify([message(r) for r in records]))
+    lines = ["tube,result,reported_at"]
+    for i, code in enumerate(codes):
+        when = now - timedelta(days=30 if i >= recent else 0, minutes=i)
+        lines.append(f"{code},positive,{when:%Y-%m-%d %H:%M}")
+    parsed = parse_results_csv("\n".join(lines).encode(), tz=services.tz)
+    with Session(env.engine) as db, db.begin():
+        for code in codes:
+            receive_tube(db, tube_code=code, lab_id=env.org["HN-LAB"])
+        out = import_results(
+            db,
+            system_principal("test"),
+            services.ctx,
+            parsed,
+            filename="r.csv",
+            sha256="0",
+            apply=True,
+        )
+        assert out.applied, out.parsed.errors
+
+
+async def test_recall_lists_page_by_days_and_say_how_many_there_are(env: Env) -> None:
+    from datetime import datetime, timedelta
+
+    many_positive_pools(env, recent=55, older=5)
+    today = datetime.now(env.app.state.lab.tz).date()
+    async with session(env, "admin") as (c, _):
+        first = await c.get("/lab/recalls")
+        assert first.status_code == 200
+        assert 'data-total="55"' in first.text and first.text.count('class="panel recall"') == 50
+        assert "Mẫu gộp 1–50 trong tổng số 55 có kết quả dương tính" in first.text
+        assert "Tệp CSV gồm cả 55 mẫu gộp của các ngày này." in first.text
+        nxt = re.search(
+            r'id="recall-next" href="\?([^"]+)"|href="\?([^"]+)" id="recall-next"', first.text
+        )
+        assert nxt is not None
+        second = await c.get("/lab/recalls?" + (nxt.group(1) or nxt.group(2)).replace("&amp;", "&"))
+        assert (
+            second.text.count('class="panel recall"') == 5 and 'id="recall-next"' not in second.text
+        )
+        assert "Mẫu gộp 51–55 trong tổng số 55" in second.text
+        csv_link = re.search(r'href="(/lab/recalls\.csv\?[^"]+)" id="recall-csv"', first.text)
+        assert csv_link is not None
+        recent_csv = await c.get(csv_link.group(1).replace("&amp;", "&"))
+        assert len(recent_csv.content.decode("utf-8-sig").splitlines()) == 1 + 55 * 2
+        since = (today - timedelta(days=60)).isoformat()
+        wide = await c.get(f"/lab/recalls.csv?from={since}&to={today.isoformat()}")
+        rows = wide.content.decode("utf-8-sig").splitlines()
+        assert len(rows) == 1 + 60 * 2
+        assert len({r.split(",")[0] for r in rows[1:]}) == 60  # every pool, none cut
+        wide_page = await c.get(f"/lab/recalls?from={since}&to={today.isoformat()}&lang=en")
+        assert "Pools 1–50 of 60 with a positive result from" in wide_page.text
+        too_long = await c.get(f"/lab/recalls.csv?from=2026-01-01&to={today}&lang=vi")
+        assert too_long.status_code == 400
+        assert "Chọn tối đa 92 ngày một lần." in too_long.text
+
+
+async def test_refusals_on_pages_and_scanner_fields_speak_vietnamese_first(env: Env) -> None:
+    async with session(env, "lab") as (c, csrf):
+        missing = await c.get("/lab/tubes/T-NOPE")
+        assert missing.status_code == 404
+        assert "Không có ống T-NOPE trong các ống bạn được xem." in missing.text
+        assert "among the tubes" not in missing.text
+        english = await c.get("/lab/tubes/T-NOPE?lang=en")
+        assert "No tube T-NOPE among the tubes you can see." in english.text
+        await c.get("/lab?lang=vi")
+        await receive(c, csrf, env, "THUNG-E1", "T-BD-1")
+        # The same box label while its reception is open, now for packing: refused on the page
+        # itself, in Vietnamese, with nothing reflected from the address bar.
+        busy = await c.post(
+            "/lab/batches",
+            data={
+                "code": "THUNG-E1",
+                "action": "receive",
+                "facility_id": env.org["HN-BD-TYT"],
+                "csrf_token": csrf,
+            },
+        )
+        assert busy.status_code == 404 and "Bạn không làm việc cho cơ sở này." in busy.text
+    async with session(env, "admin") as (c, csrf):
+        await c.get("/lab?lang=vi")
+        packing = await c.post(
+            "/lab/batches",
+            data={
+                "code": "THUNG-E1",
+                "action": "pack",
+                "facility_id": env.org["HN-BD-TYT"],
+                "csrf_token": csrf,
+            },
+        )
+        assert packing.status_code == 409 and 'id="receive-form"' in packing.text
+        assert (
+            "Thùng THUNG-E1 đang được dùng (chưa kết thúc): hãy kết thúc thùng đó trước."
+            in packing.text
+        )
+    async with session(env, "lab") as (c, csrf):
+        spoof = await c.get("/lab?error=Your+account+is+locked,+call+0900")
+        assert "Your account is locked" not in spoof.text
+        box = re.search(r'href="(/lab/batches/\d+)">THUNG-E1', (await c.get("/lab")).text)
+        assert box is not None
+        await c.post(f"{box.group(1)}/close", data={"csrf_token": csrf})
+        late = await c.post(
+            f"{box.group(1)}/scan", data={"code": "T-CG-1", "csrf_token": csrf}, headers=JSON
+        )
+        assert late.status_code == 409
+        assert late.json()["message"] == "Thùng THUNG-E1 không ở bước nhận mẫu."
+        expired = await c.post(f"{box.group(1)}/scan", data={"code": "T-CG-1"})
+        assert expired.status_code == 403
+        assert "Biểu mẫu đã hết hạn: tải lại trang rồi làm lại." in expired.text
+        scanner = await c.get("/lab/results")  # the text shown when the network is gone
+        offline = json.dumps("Mất kết nối tới máy chủ: chưa ghi nhận, hãy quét lại.")
+        assert offline in scanner.text and '"network"' not in scanner.text
+    async with session(env, "staff-bd") as (c, _):
+        denied = await c.get("/lab")
+        assert denied.status_code == 403 and "Bạn không có quyền làm việc này." in denied.text
+        assert 'id="error-detail"' in denied.text  # the English detail, folded away
+
+
+async def test_over_long_public_form_fields_get_a_page_not_json(env: Env) -> None:
+    async with env.client() as anon:
+        lookup = await anon.post("/lookup", data={"id_number": "1" * 65, "birth_date": "x"})
+        declare = await anon.post("/declare", data={"name": "A" * 401, "birth_date": "2000-01-01"})
+        english = await anon.post("/declare?lang=en", data={"phone": "1" * 33})
+        api = await anon.post("/api/auth/login", json={"username": 5})
+    for r in (lookup, declare):
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+        assert "Thông tin gửi lên không hợp lệ (quá dài hoặc sai dạng)." in r.text
+    assert "What was sent is not valid (too long or malformed)." in english.text
+    assert api.status_code == 422 and api.headers["content-type"] == "application/json"
+
+
+async def test_the_verify_page_says_when_a_slip_was_corrected(env: Env) -> None:
+    sample(env, "st-1", "T-BD-9", [("079303006666", "Đỗ Minh Tâm", "2000-02-29")], seq0=400)
+    await enter(env, "THUNG-V1", "T-BD-9", "negative")
+    page = await ask(env, "079303006666", "2000-02-29")
+    token = re.search(r"/v/([0-9]+\.[0-9]+\.[A-Za-z0-9_-]+)", page)
+    assert token is not None
+    async with env.client() as anon:
+        before = await anon.get(f"/v/{token.group(1)}")
+    assert 'data-valid="yes"' in before.text
+    assert "Kết quả hiện tại vẫn đúng như trên phiếu." in before.text
+    async with session(env, "lab") as (c, csrf):
+        r = await c.post(
+            "/lab/tubes/T-BD-9/correct",
+            data={"value": "positive", "reason": "nhầm mẫu", "csrf_token": csrf},
+        )
+        assert r.status_code == 303
+    async with env.client() as anon:
+        after = await anon.get(f"/v/{token.group(1)}")
+        english = await anon.get(f"/v/{token.group(1)}?lang=en")
+    assert after.status_code == 200 and 'data-valid="yes"' in after.text  # still a real slip
+    assert "Kết quả trên phiếu này đã được sửa. Kết quả hiện tại:" in after.text
+    assert "Kết quả hiện tại vẫn đúng" not in after.text
+    assert "The result on this slip has since been corrected." in english.text
+
+
+async def test_the_notification_log_shows_every_attempt_to_province_admins_only(
+    env: Env,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from server.models import Notification, NotificationDelivery
+
+    await enter(env, "THUNG-N1", "T-BD-1", "negative")
+    with Session(env.engine) as db, db.begin():
+        from server.results import sweep_notifications
+
+        assert (
+            sweep_notifications(
+                db, env.app.state.lab.ctx, since=datetime.now(UTC) - timedelta(hours=1)
+            )
+            == 2
+        )
+        first = db.scalars(select(Notification).order_by(Notification.id)).first()
+        assert first is not None
+        now = datetime.now(UTC)
+        db.add(
+            NotificationDelivery(
+                notification_id=first.id,
+                attempt=1,
+                at=now,
+                hook="webhook",
+                ok=False,
+                status_code=503,
+                error="HTTP 503 from the gateway",
+                duration_ms=12.0,
+            )
+        )
+        first.attempts, first.last_error = 1, "HTTP 503 from the gateway"
+        first_id = first.id
+    async with session(env, "admin") as (c, _):
+        log = await c.get("/lab/notifications")
+    assert log.status_code == 200
+    rows = re.findall(r"<tr><td>(\d+)</td>", log.text)
+    assert sorted(int(r) for r in rows) == [first_id, first_id + 1]  # both persons of the pool
+    assert "HTTP 503 from the gateway" in log.text and " 503 12 ms" in log.text
+    async with session(env, "mgr-bd") as (c, _):  # audit.read, but one facility only
+        refused = await c.get("/lab/notifications")
+    assert refused.status_code == 404
+    assert "Nhật ký thông báo chỉ dành cho quản trị cấp tỉnh." in refused.text
+    async with session(env, "lab") as (c, _):
+        assert (await c.get("/lab/notifications")).status_code == 403
