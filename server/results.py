@@ -35,6 +35,7 @@ from server.models import (
     Tube,
 )
 from server.notify import enqueue
+from server.public import mask_key
 from server.result_csv import ParsedFile, RowStatus
 from server.samples import add_result, current_result, lock_tube, lock_tubes
 from server.signing import SlipRef, SlipSigner
@@ -197,13 +198,14 @@ def queue_notifications(
 ) -> int:
     """Queue one notification per person of ``person_ids`` in ``tube`` for ``result``."""
     pooled = tube.mode == "pool"
-    phones = dict(
-        session.execute(
-            select(Declaration.person_id, Declaration.phone).where(
-                Declaration.person_id.in_(person_ids), Declaration.phone.is_not(None)
-            )
+    declared = {
+        pid: (name, phone)
+        for pid, name, phone in session.execute(
+            select(Declaration.person_id, Declaration.name, Declaration.phone)
+            .where(Declaration.person_id.in_(person_ids))
+            .order_by(Declaration.id)
         ).all()
-    )
+    }
     queued = 0
     sampled = tube.closed_at or tube.opened_at or result.reported_at
     local_day = sampled.astimezone(ctx.tz).date().isoformat()
@@ -212,7 +214,11 @@ def queue_notifications(
         if person.id not in wanted:
             continue
         token = ctx.signer.sign(SlipRef(result.id, person.id))
-        name = person.name or person.key
+        declared_name, phone = declared.get(person.id, (None, None))
+        # The text goes to an SMS gateway and a phone's lock screen: the declared name (with
+        # its diacritics), else a name read reliably, else the ID number masked, never whole.
+        reliable = person.name if person.name_reliable else None
+        name = declared_name or reliable or mask_key(person.key)
         message_key = person_message_key(result.value, pooled)
         payload: dict[str, Any] = {
             "event": "result",
@@ -229,7 +235,7 @@ def queue_notifications(
                 "key_type": person.key_type,
                 "key": person.key,
                 "name": person.name,
-                "phone": phones.get(person.id),
+                "phone": phone,
             },
             "message": {
                 lang: _translator(lang)(message_key, name=name, date=local_day)

@@ -18,6 +18,8 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agent.codes import CodeRules, PersonCode
+from agent.codes import classify as classify_code
 from server.healthqr import QID_RE, parse_health_qr
 from server.ingest import classify, store_resilient
 from server.models import Declaration, Person, Result, SampleEvent
@@ -689,7 +691,15 @@ async def test_a_declaration_gives_a_qr_stations_accept_and_a_code_that_finds_re
         declaration = db.scalars(select(Declaration)).one()
         assert declaration.phone == "0912345678"
         assert code.group(1).replace("-", "") not in declaration.lookup_code_hash
-    # A station scans the QR (projection keeps the full name and date), the lab resolves.
+    # The station's own parser reads the QR as printed, from a camera or a keyboard-mode
+    # scanner; its person goes through ingest (which keeps the declared full name and date);
+    # the lab enters the result; the person finds it.
+    for lossy in (False, True):
+        scanned = classify_code(payload.group(1), CodeRules.build(), lossy=lossy)
+        assert isinstance(scanned, PersonCode) and scanned.format == "health_qr", scanned
+        assert (scanned.person.key_type, scanned.person.key) == ("qid", qr.qid)
+        assert (scanned.person.name, scanned.person.birth_date) == ("VO THI SAU", "1987-**-**")
+    person = scanned.person.model_dump(exclude_none=True)
     sample(env, "st-1", "T-BD-8", [], seq0=200)
     store_resilient(
         env.engine,
@@ -700,16 +710,7 @@ async def test_a_declaration_gives_a_qr_stations_accept_and_a_code_that_finds_re
                         "st-1",
                         210,
                         "person_added",
-                        {
-                            "tube": "T-BD-8",
-                            "person": {
-                                "key_type": "qid",
-                                "key": qr.qid,
-                                "name": "VO THI SAU",
-                                "birth_date": "1987-**-**",
-                            },
-                            "position": 1,
-                        },
+                        {"tube": "T-BD-8", "person": person, "position": 1},
                         code=payload.group(1),
                     )
                 )
@@ -728,6 +729,16 @@ async def test_a_declaration_gives_a_qr_stations_accept_and_a_code_that_finds_re
             "/lookup", data={"id_number": "079187001234", "birth_date": "1987-09-02"}
         )
         assert 'data-status="found"' in by_id.text
+        by_qid = await anon.post("/lookup", data={"id_number": qr.qid, "birth_date": "1987-09-02"})
+        assert 'data-status="found"' in by_qid.text
+        # Declared on someone's behalf: the QR's kind is 1, and stations take it as well.
+        other = await anon.post(
+            "/declare", data={"name": "Ông Năm", "birth_date": "1940-05-05", "on_behalf": "1"}
+        )
+    behalf = re.search(r'data-payload="([^"]+)"', other.text)
+    assert behalf is not None and behalf.group(1).split("|")[3] == "1"
+    scanned = classify_code(behalf.group(1), CodeRules.build())
+    assert isinstance(scanned, PersonCode) and scanned.person.name == "ONG NAM"
 
 
 async def test_reports_page_charts_and_downloads_are_scoped(env: Env) -> None:
@@ -1038,3 +1049,39 @@ async def test_the_notification_log_shows_every_attempt_to_province_admins_only(
     assert "Nhật ký thông báo chỉ dành cho quản trị cấp tỉnh." in refused.text
     async with session(env, "lab") as (c, _):
         assert (await c.get("/lab/notifications")).status_code == 403
+
+
+async def test_stored_report_files_are_listed_and_downloaded_within_scope(env: Env) -> None:
+    from datetime import date
+
+    from server.report_files import generate
+    from server.reports import Period, PeriodKind
+
+    week = Period.containing(PeriodKind.WEEK, date(2026, 9, 21))
+    services = env.app.state.lab
+    assert generate(env.engine, tz=services.tz, lang="vi", periods=[week]) == 6  # HN, 2 districts
+    async with session(env, "admin") as (c, _):
+        page = await c.get("/reports?period=week&day=2026-09-21")
+        links = dict(
+            (name, href)
+            for href, name in re.findall(r'href="(/reports/files/\d+)"[^>]*>([^<]+)<', page.text)
+        )
+        assert (
+            "swabline-HN-week-2026-W39.csv" in links
+            and "swabline-HN-BD-week-2026-W39.xlsx" in links
+        )
+        got = await c.get(links["swabline-HN-week-2026-W39.csv"])
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+        assert 'filename="swabline-HN-week-2026-W39.csv"' in got.headers["content-disposition"]
+        text = got.content.decode("utf-8-sig")
+        assert text.startswith("Kỳ báo cáo,Cấp,Mã,Đơn vị") and ",HN,Hà Nội,,2," in text
+        book = await c.get(links["swabline-HN-BD-week-2026-W39.xlsx"])
+        assert load_workbook(io.BytesIO(book.content)).sheetnames[0] == "Tổng hợp"
+    async with session(env, "staff-bd") as (c, _):  # Ba Đình staff: not the province's file
+        page = await c.get("/reports?period=week&day=2026-09-21")
+        assert "swabline-HN-week-2026-W39.csv" not in page.text
+        province_file = await c.get(links["swabline-HN-week-2026-W39.csv"])
+        assert province_file.status_code == 404
+        assert "Không có tệp báo cáo này." in province_file.text
+        nowhere = await c.get("/reports/files/999999")
+        assert nowhere.status_code == 404

@@ -519,3 +519,60 @@ def test_recall_csv_keeps_text_from_people_as_text(world: World) -> None:
     assert cell["Address"] == "'@SUM(A1:A9)"
     assert cell["ID / QR id"] == "079303008888"  # nothing else changes
     assert dict(zip(header, second, strict=True))["Full name"] == "Trần Văn An"
+
+
+def test_a_notification_never_carries_a_whole_id_number_in_its_text(world: World) -> None:
+    """A CCCD read by a keyboard-mode scanner has no reliable name: the message names the
+    person by the masked number. A declared name (with diacritics) comes first."""
+    from server.models import Declaration, Person
+
+    world.sample("st-1", "KG-RG-000091", PEOPLE[:1])
+    world.ingest(
+        [
+            world._rec(
+                "st-1",
+                "person_added",
+                {
+                    "tube": "KG-RG-000091",
+                    "person": {
+                        "key_type": "cccd",
+                        "key": "001090077777",
+                        "name": "TR?N V?N AN",
+                        "name_reliable": False,
+                    },
+                    "position": 2,
+                },
+                1_795_000_000.0,
+            )
+        ]
+    )
+    received(world, "KG-RG-000091")
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    with Session(world.engine) as s, s.begin():
+        enter_result(s, world.lab_staff, CTX, tube_code="KG-RG-000091", value="negative")
+        sweep_notifications(s, CTX, since=since)
+    with Session(world.engine) as s:
+        texts = [n.payload["message"]["vi"] for n in s.scalars(select(Notification))]
+    assert any("của Nguyễn Thị Bình: ÂM TÍNH" in t for t in texts)
+    assert any("của ********7777: ÂM TÍNH" in t for t in texts)
+    assert not any("001090077777" in t or "TR?N" in t for t in texts)
+    # Once the person declares themself, the declared name is used.
+    with Session(world.engine) as s, s.begin():
+        person = s.scalars(select(Person).where(Person.key == "001090077777")).one()
+        s.add(
+            Declaration(
+                qid="SW00000002",
+                lookup_code_hash="1" * 64,
+                person_id=person.id,
+                name="Trần Văn An",
+                birth_date="1990-01-01",
+                created_at=datetime.now(UTC),
+            )
+        )
+        enter_result(
+            s, world.lab_staff, CTX, tube_code="KG-RG-000091", value="invalid", reason="retest"
+        )
+        sweep_notifications(s, CTX, since=since)
+    with Session(world.engine) as s:
+        texts = [n.payload["message"]["vi"] for n in s.scalars(select(Notification))]
+    assert any("của Trần Văn An không xác định được" in t for t in texts)
