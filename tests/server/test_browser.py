@@ -19,11 +19,17 @@ from openpyxl import load_workbook
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 from pyzbar.pyzbar import decode
+from sqlalchemy.orm import Session
 
+from agent.codes import CodeRules, PersonCode
+from agent.codes import classify as classify_code
+from server.access import system_principal
+from server.lab import receive_tube
+from server.results import enter_result
 from swabline.broker import free_port
 from tests.browser import chromium
 from tests.server.conftest import PASSWORD, Env, build_env
-from tests.server.test_lab_web import sample
+from tests.server.test_lab_web import health_qr_person, sample, sample_persons
 
 pytestmark = pytest.mark.browser
 
@@ -226,6 +232,57 @@ def test_a_person_without_the_app_declares_on_a_phone_and_gets_a_readable_qr(
     assert [d.data.decode() for d in decode(image)] == [payload]
     code = phone.locator("#lookup-code").inner_text()
     assert len(code.replace("-", "")) == 10
+    # A station's own parser accepts the code as read from the screen.
+    scanned = classify_code(payload, CodeRules.build())
+    assert isinstance(scanned, PersonCode) and scanned.person.key_type == "qid"
+    assert scanned.person.key == payload.split("|")[4]
+    phone.close()
+
+
+def test_a_person_sampled_with_a_health_qr_looks_up_by_qid_on_a_phone(
+    live: LiveServer, browser: Browser
+) -> None:
+    env = live.env
+    sample_persons(
+        env,
+        "st-1",
+        "T-QR-9",
+        [health_qr_person("QX7H2K9M4P", "******001234", "2003-**-**", "TRAN THI MAI")],
+        seq0=500,
+    )
+    with Session(env.engine) as db, db.begin():
+        receive_tube(db, tube_code="T-QR-9", lab_id=env.org["HN-LAB"])
+        enter_result(
+            db,
+            system_principal("test"),
+            env.app.state.lab.ctx,
+            tube_code="T-QR-9",
+            value="negative",
+        )
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.goto(f"{live.url}/lookup")
+    assert "mã QID" in phone.locator("label:has(#id_number)").inner_text()
+    phone.fill("#id_number", "QX7H2K9M4P")
+    phone.fill("#birth_date", "2003-08-15")  # the QR carries the year only
+    phone.click("#lookup-submit")
+    phone.wait_for_selector("#answer[data-status=found]")
+    assert phone.locator("#person-name").inner_text() == "TRAN THI MAI"
+    assert "Âm tính" in phone.locator("#answer").inner_text()
+    shot(phone, "lookup-qid-phone")
+    # Another year: the same answer as for a QID nobody has.
+    phone.fill("#id_number", "QX7H2K9M4P")
+    phone.fill("#birth_date", "2004-08-15")
+    phone.click("#lookup-submit")
+    phone.wait_for_selector("#answer[data-status=none]")
+    # A form sent around the page's own limits gets a page in Vietnamese, not JSON.
+    phone.goto(f"{live.url}/lookup")
+    phone.evaluate("document.getElementById('id_number').removeAttribute('maxlength')")
+    phone.fill("#id_number", "9" * 80)
+    phone.fill("#birth_date", "2003-08-15")
+    phone.click("#lookup-submit")
+    phone.wait_for_selector("#error-message")
+    assert "Thông tin gửi lên không hợp lệ" in phone.locator("#error-message").inner_text()
+    shot(phone, "lookup-too-long-phone")
     phone.close()
 
 
