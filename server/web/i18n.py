@@ -595,6 +595,10 @@ TEXTS.update(
             "The reason is longer than {max} characters.",
         ),
         "import.err.no_file": ("Hãy chọn tệp CSV.", "Choose a CSV file."),
+        "import.kept_file": (
+            "Tệp {name} được giữ lại: chọn các cột rồi bấm Kiểm tra (hoặc chọn tệp khác).",
+            "The file {name} is kept: choose the columns and press Check (or choose another file).",
+        ),
         "import.err.read_back": (
             "Không đọc lại được tệp: hãy tải tệp lên lại.",
             "The file could not be read back: upload it again.",

@@ -464,6 +464,33 @@ async def test_a_large_import_does_not_hold_up_other_requests(
     assert "Không có ống T-BIG-00000" in answers["import"].text  # the whole file was checked
 
 
+async def test_columns_chosen_by_hand_on_the_page_keep_the_uploaded_file(env: Env) -> None:
+    data = "Cot A;Cot B\nT-BD-1;Âm tính\n".encode()
+    async with session(env, "lab") as (c, csrf):
+        await receive(c, csrf, env, "THUNG-09", "T-BD-1")
+        first = await c.post(
+            "/lab/import",
+            data={"action": "check", "csrf_token": csrf},
+            files={"file": ("lis.csv", data, "text/csv")},
+        )
+        assert "Không tìm thấy cột cho tube + result" in first.text
+        assert "Tệp lis.csv được giữ lại" in first.text
+        kept = re.search(r'name="content_b64" value="([^"]+)"', first.text)
+        assert kept is not None
+        form = {
+            "action": "apply",
+            "csrf_token": csrf,
+            "content_b64": kept.group(1),
+            "filename": "lis.csv",
+            "map_tube": "Cot A",
+            "map_result": "Cot B",
+        }
+        applied = await c.post("/lab/import", data=form)
+        assert 'id="import-status">Đã nhập: 1' in applied.text
+    with Session(env.engine) as db:
+        assert db.scalar(select(func.count()).select_from(Result)) == 1
+
+
 async def test_the_import_api_takes_a_column_mapping(env: Env) -> None:
     async with session(env, "lab") as (c, csrf):
         await receive(c, csrf, env, "THUNG-08", "T-BD-1")
