@@ -24,6 +24,7 @@ acknowledge, or it would be acknowledged to the wrong station.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -41,7 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, bindparam, case, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
@@ -60,7 +61,7 @@ from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
 from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
 from server.activity import record_activity
-from server.db import upsert
+from server.bulk import Bulk
 from server.metrics import IngestCounters
 from server.models import RecordRow, RejectedMessage, StationRow, table
 from server.ops import commands as ops_commands
@@ -90,6 +91,8 @@ class Rejection:
     station_id: str | None = None
     record_id: str | None = None
     seq: int | None = None
+    collides_with: str | None = None
+    """For a record whose (station, seq) is taken: the record_id that holds it."""
 
 
 @dataclass
@@ -107,6 +110,8 @@ class Classified:
     command_results: list[tuple[str, CommandResult]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     received_at: dict[str, datetime] = field(default_factory=dict)
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    """record_id -> the record's payload exactly as received (what ``records`` keeps)."""
 
 
 def _data_reason(kind: str, exc: ValidationError) -> str:
@@ -162,6 +167,7 @@ def classify(messages: Iterable[Message]) -> Classified:
                     out.records.append(record)
                     out.data[record.record_id] = data
                     out.received_at[record.record_id] = m.received_at
+                    out.payloads[record.record_id] = m.payload
                 case StationTopic.STATUS:
                     if m.payload:  # an empty retained message clears the topic
                         out.statuses.append((where.station_id, decode(Status, m.payload)))
@@ -184,7 +190,7 @@ class Stored:
 
     acks: dict[str, list[str]] = field(default_factory=dict)
     syncs: dict[str, int] = field(default_factory=dict)
-    """Station -> highest seq stored, for each station whose birth was in the batch."""
+    """Station -> its seq floor, for each station whose birth was in the batch."""
     inserted: int = 0
     duplicates: int = 0
     invalid: int = 0
@@ -194,6 +200,8 @@ class Stored:
     stale_deaths: int = 0
     poison: int = 0
     command_results: int = 0
+    collisions: int = 0
+    """Records whose (station, seq) was already taken by a different record."""
 
     def merge(self, other: Stored) -> None:
         for sid, ids in other.acks.items():
@@ -208,6 +216,53 @@ class Stored:
         self.stale_deaths += other.stale_deaths
         self.poison += other.poison
         self.command_results += other.command_results
+        self.collisions += other.collisions
+
+
+RECORDS = table(RecordRow)
+REJECTED = table(RejectedMessage)
+STATIONS = table(StationRow)
+RECORD_COLUMNS = (
+    "record_id",
+    "station_id",
+    "seq",
+    "boot_id",
+    "wall_time",
+    "mono_ns",
+    "clock_synced",
+    "kind",
+    "code",
+    "payload",
+    "received_at",
+)
+REJECTED_COLUMNS = (
+    "received_at",
+    "topic",
+    "station_id",
+    "reason",
+    "size",
+    "payload",
+    "record_id",
+    "seq",
+    "collides_with",
+)
+NEW_STATION_COLUMNS = (
+    "station_id",
+    "state",
+    "bd_seq",
+    "max_seq",
+    "seq_seen",
+    "record_count",
+    "active",
+    "first_seen_at",
+    "created_at",
+    "updated_at",
+)
+MAX_DB_INT = 2**63 - 1
+
+
+def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 def store_batch(
@@ -221,10 +276,11 @@ def store_batch(
 
     Idempotent by ``record_id``: a resent record is acknowledged again, never stored or projected
     twice. A record whose (station, seq) is taken by a different record is kept as a rejected
-    message, so it is never lost, and acknowledged so the station does not resend it forever.
-    ``known_stations`` (ids that have a ``stations`` row) saves a statement per batch; it is
-    updated after the commit. Heartbeats also go to the history, one sample per station per
-    ``history_step_s``; command results update their command.
+    message naming the record that holds the seq (``collides_with``), so it is never lost and
+    shows in the station's gap report, and acknowledged so the station does not resend it
+    forever. ``known_stations`` (ids that have a ``stations`` row) saves a statement per batch;
+    it is updated after the commit. Heartbeats also go to the history, one sample per station
+    per ``history_step_s``; command results update their command.
     """
     result = Stored()
     now = datetime.now(UTC)
@@ -237,71 +293,83 @@ def store_batch(
     station_ids |= {s for s, _ in batch.command_results}
     new_stations = sorted(station_ids - (known_stations or set()))
     with Session(engine) as session, session.begin():
+        bulk = Bulk(session.connection())
         if new_stations:
-            session.execute(
-                upsert(engine, StationRow)
-                .values([_new_station(s, now) for s in new_stations])
-                .on_conflict_do_nothing(index_elements=["station_id"])
+            at = bulk.ts(now)
+            bulk.insert(
+                STATIONS,
+                NEW_STATION_COLUMNS,
+                [(s, "unknown", -1, 0, 0, 0, True, at, at, at) for s in new_stations],
+                on_conflict="(station_id) DO NOTHING",
             )
         inserted: set[str] = set()
+        collided: list[Record] = []
         if unique:
-            rows = [_row(r, batch.received_at[r.record_id]) for r in unique.values()]
-            ins = upsert(engine, RecordRow).on_conflict_do_nothing().returning(RecordRow.record_id)
-            inserted = set(session.scalars(ins, rows).all())
+            rows = [
+                _row(bulk, r, batch.payloads.get(r.record_id), batch.received_at[r.record_id])
+                for r in unique.values()
+            ]
+            inserted = {
+                rid
+                for (rid,) in bulk.insert(
+                    RECORDS, RECORD_COLUMNS, rows, on_conflict="DO NOTHING", returning="record_id"
+                )
+            }
             missing = [rid for rid in unique if rid not in inserted]
             if missing:
-                known = set(
-                    session.scalars(
-                        select(RecordRow.record_id).where(RecordRow.record_id.in_(missing))
+                cond, param = bulk.in_("record_id", missing)
+                stored = {
+                    rid
+                    for (rid,) in bulk.execute(
+                        f"SELECT record_id FROM records WHERE {cond}", [param]
                     )
-                )
+                }
                 for rid in missing:
-                    if rid in known:
+                    if rid in stored:
                         result.duplicates += 1
-                        sid = unique[rid].station_id
-                        dups = result.duplicates_by_station
-                        dups[sid] = dups.get(sid, 0) + 1
+                        _count(result.duplicates_by_station, unique[rid].station_id)
                     else:
-                        rec = unique[rid]
-                        msg = Message(topic(rec.station_id, StationTopic.RECORDS), encode(rec), now)
-                        rejections.append(
-                            Rejection(
-                                msg,
-                                f"seq {rec.seq} already used by another record",
-                                rec.station_id,
-                                rec.record_id,
-                                rec.seq,
-                            )
-                        )
-        if invalid:
-            seen = set(
-                session.scalars(
-                    select(RejectedMessage.record_id).where(
-                        RejectedMessage.record_id.in_(sorted(invalid))
-                    )
-                )
+                        collided.append(unique[rid])
+        if invalid or collided:
+            cond, param = bulk.in_(
+                "record_id", sorted([*invalid, *(r.record_id for r in collided)])
             )
-            result.duplicates += len(seen)
+            seen = {
+                rid
+                for (rid,) in bulk.execute(
+                    f"SELECT record_id FROM rejected_messages WHERE {cond}", [param]
+                )
+            }
+            # Resends of a record already kept as rejected: acknowledged again, not kept twice.
+            again = len(seen & set(invalid))
+            result.duplicates += again
             rejections.extend(r for rid, r in invalid.items() if rid not in seen)
-            result.invalid = len(invalid) - len(seen)
+            result.invalid = len(invalid) - again
+            for rec in collided:
+                if rec.record_id in seen:
+                    result.duplicates += 1
+                    _count(result.duplicates_by_station, rec.station_id)
+            fresh = [rec for rec in collided if rec.record_id not in seen]
+            rejections.extend(_collisions(bulk, fresh, batch, now))
+            result.collisions = len(fresh)
         result.duplicates += len(batch.records) - len(unique)
         for r in batch.records:
             if unique[r.record_id] is not r:  # the same record twice in one batch
-                dups = result.duplicates_by_station
-                dups[r.station_id] = dups.get(r.station_id, 0) + 1
+                _count(result.duplicates_by_station, r.station_id)
         result.duplicates += sum(1 for r in batch.invalid if r.record_id is not None) - len(invalid)
         result.inserted = len(inserted)
         project(
             session,
-            engine,
+            bulk,
             [
                 Projected(unique[rid], batch.data[rid], batch.received_at[rid])
                 for rid in sorted(inserted)
             ],
+            now,
         )
-        _update_stations(session, [unique[rid] for rid in inserted], now)
+        _update_stations(bulk, [unique[rid] for rid in inserted], now)
         heard = [*batch.heartbeats_at, *[now] * (len(batch.heartbeats) - len(batch.heartbeats_at))]
-        _apply_heartbeats(session, batch.heartbeats, heard)
+        _apply_heartbeats(bulk, batch.heartbeats, heard)
         store_samples(
             session,
             engine,
@@ -327,19 +395,12 @@ def store_batch(
             ],
         )
         result.stale_deaths = _apply_statuses(session, batch.statuses, now)
-        born = {sid for sid, status in batch.statuses if status.state == "online"}
-        if born:
-            # After a birth the station learns the highest seq stored for it (its seq floor:
-            # a reinstalled station goes on after it, see docs/durability.md).
-            floors = session.execute(
-                select(StationRow.station_id, StationRow.max_seq).where(
-                    StationRow.station_id.in_(born)
-                )
-            )
-            result.syncs = {sid: int(max_seq) for sid, max_seq in floors}
         if rejections:
-            session.add_all(_rejected_row(r) for r in rejections)
+            _store_rejections(bulk, rejections)
         result.rejected = len(rejections)
+        born = sorted({sid for sid, status in batch.statuses if status.state == "online"})
+        if born:
+            result.syncs = seq_floors(bulk, born)
     if known_stations is not None:
         known_stations.update(new_stations)
     acks: dict[str, list[str]] = defaultdict(list)
@@ -352,95 +413,150 @@ def store_batch(
     return result
 
 
-def _new_station(station_id: str, now: datetime) -> dict[str, Any]:
-    return {
-        "station_id": station_id,
-        "state": "unknown",
-        "bd_seq": -1,
-        "max_seq": 0,
-        "record_count": 0,
-        "active": True,
-        "first_seen_at": now,
-        "created_at": now,
-        "updated_at": now,
+def seq_floors(bulk: Bulk, station_ids: Sequence[str]) -> dict[str, int]:
+    """The seq floor of each station: the highest seq it is known to have handed out, stored
+    (``max_seq``) or not (``seq_seen``: kept as rejected, or reported as ``last_seq`` in a
+    heartbeat). After a birth the station learns it, so a reinstalled station goes on above
+    every seq its earlier install used (see docs/durability.md)."""
+    cond, param = bulk.in_("station_id", station_ids)
+    rows = bulk.execute(f"SELECT station_id, max_seq, seq_seen FROM stations WHERE {cond}", [param])
+    return {str(sid): max(int(top), int(seen)) for sid, top, seen in rows}
+
+
+def _collisions(
+    bulk: Bulk, records: Sequence[Record], batch: Classified, now: datetime
+) -> list[Rejection]:
+    """Rejections for records whose (station, seq) another record holds, naming that one."""
+    if not records:
+        return []
+    cond, params = bulk.pairs_in(
+        ("station_id", "seq"), [(r.station_id, r.seq) for r in records], ("text", "int8")
+    )
+    holders = {
+        (sid, int(seq)): rid
+        for sid, seq, rid in bulk.execute(
+            f"SELECT station_id, seq, record_id FROM records WHERE {cond}", params
+        )
     }
+    out = []
+    for rec in records:
+        holder = holders.get((rec.station_id, rec.seq))
+        log.error(
+            "seq collision on %s: seq %d of record %s is already used by record %s; kept as "
+            "rejected (a reinstalled station that reused its seqs?)",
+            rec.station_id,
+            rec.seq,
+            rec.record_id,
+            holder,
+        )
+        payload = batch.payloads.get(rec.record_id) or encode(rec)
+        received = batch.received_at.get(rec.record_id, now)
+        msg = Message(topic(rec.station_id, StationTopic.RECORDS), payload, received)
+        out.append(
+            Rejection(
+                msg,
+                f"seq {rec.seq} already used by another record ({holder})",
+                rec.station_id,
+                rec.record_id,
+                rec.seq,
+                collides_with=holder,
+            )
+        )
+    return out
 
 
-def _row(r: Record, received_at: datetime) -> dict[str, Any]:
-    return {
-        "record_id": r.record_id,
-        "station_id": r.station_id,
-        "seq": r.seq,
-        "boot_id": r.boot_id,
-        "wall_time": r.wall_time,
-        "mono_ns": r.mono_ns,
-        "clock_synced": r.clock_synced,
-        "kind": r.kind,
-        "code": r.code,
-        "data": r.data,
-        "received_at": received_at,
-    }
-
-
-def _rejected_row(r: Rejection) -> RejectedMessage:
-    log.warning("rejected message on %s (station %s): %s", r.message.topic, r.station_id, r.reason)
-    return RejectedMessage(
-        received_at=r.message.received_at,
-        topic=r.message.topic[:255],
-        station_id=r.station_id,
-        reason=r.reason[:500],
-        size=len(r.message.payload),
-        payload=r.message.payload[:KEEP_PAYLOAD_BYTES],
-        record_id=r.record_id,
-        seq=r.seq if r.seq is not None and r.seq < 2**63 else None,  # the column is 64-bit
+def _row(bulk: Bulk, r: Record, payload: bytes | None, received_at: datetime) -> tuple[Any, ...]:
+    return (
+        r.record_id,
+        r.station_id,
+        r.seq,
+        r.boot_id,
+        float(r.wall_time),
+        r.mono_ns,
+        r.clock_synced,
+        r.kind,
+        r.code,
+        payload if payload is not None else encode(r),
+        bulk.ts(received_at),
     )
 
 
-def _greatest(column: Any, value: Any) -> Any:
-    return case((column < value, value), else_=column)
+def _store_rejections(bulk: Bulk, rejections: Sequence[Rejection]) -> None:
+    """Keep them, and raise each station's ``seq_seen`` to the highest seq kept: a seq that was
+    acknowledged must never be handed out again after a reinstall."""
+    rows = []
+    seen: dict[str, int] = {}
+    for r in rejections:
+        log.warning(
+            "rejected message on %s (station %s): %s", r.message.topic, r.station_id, r.reason
+        )
+        seq = r.seq if r.seq is not None and r.seq <= MAX_DB_INT else None  # 64-bit column
+        rows.append(
+            (
+                bulk.ts(r.message.received_at),
+                r.message.topic[:255],
+                r.station_id,
+                r.reason[:500],
+                len(r.message.payload),
+                r.message.payload[:KEEP_PAYLOAD_BYTES],
+                r.record_id,
+                seq,
+                r.collides_with,
+            )
+        )
+        if seq is not None and r.station_id and r.record_id:
+            seen[r.station_id] = max(seen.get(r.station_id, 0), seq)
+    bulk.insert(REJECTED, REJECTED_COLUMNS, rows)
+    _raise_seq_seen(bulk, seen)
 
 
-def _update_stations(session: Session, records: Sequence[Record], now: datetime) -> None:
-    """Per-station sequence tracking: highest seq seen and how many records are stored."""
+def _raise_seq_seen(bulk: Bulk, seen: dict[str, int]) -> None:
+    bulk.executemany(
+        "UPDATE stations SET seq_seen = ? WHERE station_id = ? AND seq_seen < ?",
+        [(seq, sid, seq) for sid, seq in sorted(seen.items())],
+    )
+
+
+def _update_stations(bulk: Bulk, records: Sequence[Record], now: datetime) -> None:
+    """Per-station sequence tracking: highest seq stored and how many records are stored."""
     max_seq: dict[str, int] = {}
     count: dict[str, int] = defaultdict(int)
     for r in records:
         max_seq[r.station_id] = max(max_seq.get(r.station_id, 0), r.seq)
         count[r.station_id] += 1
-    if not max_seq:
-        return
-    session.execute(
-        update(table(StationRow))
-        .where(StationRow.station_id == bindparam("b_station"))
-        .values(
-            last_seen_at=now,
-            max_seq=_greatest(StationRow.max_seq, bindparam("b_seq")),
-            record_count=StationRow.record_count + bindparam("b_count"),
-        ),
-        [
-            {"b_station": sid, "b_seq": seq, "b_count": count[sid]}
-            for sid, seq in sorted(max_seq.items())
-        ],
+    at = bulk.ts(now)
+    bulk.executemany(
+        "UPDATE stations SET last_seen_at = ?, "
+        "max_seq = CASE WHEN max_seq < ? THEN ? ELSE max_seq END, "
+        "record_count = record_count + ? WHERE station_id = ?",
+        [(at, seq, seq, count[sid], sid) for sid, seq in sorted(max_seq.items())],
     )
 
 
 def _apply_heartbeats(
-    session: Session, heartbeats: Sequence[tuple[str, Heartbeat]], heard: Sequence[datetime]
+    bulk: Bulk, heartbeats: Sequence[tuple[str, Heartbeat]], heard: Sequence[datetime]
 ) -> None:
     # In arrival order: the last one of each station wins. Its arrival time (not the commit's)
-    # is kept, so the server can tell how far off the station's clock is.
+    # is kept, so the server can tell how far off the station's clock is. ``last_seq`` only
+    # ever raises ``seq_seen`` (a reinstalled station reports a low one until it is told).
     latest = {sid: (hb, at) for (sid, hb), at in zip(heartbeats, heard, strict=True)}
-    for sid, (hb, at) in sorted(latest.items()):
-        session.execute(
-            update(StationRow)
-            .where(StationRow.station_id == sid)
-            .values(
-                last_seen_at=at,
-                last_heartbeat_at=at,
-                outbox_depth=hb.outbox_depth,
-                heartbeat=hb.model_dump(mode="json"),
+    bulk.executemany(
+        "UPDATE stations SET last_seen_at = ?, last_heartbeat_at = ?, outbox_depth = ?, "
+        f"heartbeat = {bulk.json_param()}, "
+        "seq_seen = CASE WHEN seq_seen < ? THEN ? ELSE seq_seen END WHERE station_id = ?",
+        [
+            (
+                bulk.ts(at),
+                bulk.ts(at),
+                hb.outbox_depth,
+                json.dumps(hb.model_dump(mode="json")),
+                min(hb.last_seq or 0, MAX_DB_INT),
+                min(hb.last_seq or 0, MAX_DB_INT),
+                sid,
             )
-        )
+            for sid, (hb, at) in sorted(latest.items())
+        ],
+    )
 
 
 def _apply_statuses(session: Session, statuses: Sequence[tuple[str, Status]], now: datetime) -> int:
@@ -509,10 +625,14 @@ def _split(batch: Classified) -> list[tuple[Classified, Message | None, Record |
         parts.append((Classified(command_results=[(sid, res)]), msg, None))
     for r in batch.records:
         rid = r.record_id
+        payload = batch.payloads.get(rid) or encode(r)
         part = Classified(
-            records=[r], data={rid: batch.data[rid]}, received_at={rid: batch.received_at[rid]}
+            records=[r],
+            data={rid: batch.data[rid]},
+            received_at={rid: batch.received_at[rid]},
+            payloads={rid: payload},
         )
-        msg = Message(topic(r.station_id, StationTopic.RECORDS), encode(r), batch.received_at[rid])
+        msg = Message(topic(r.station_id, StationTopic.RECORDS), payload, batch.received_at[rid])
         parts.append((part, msg, r))
     return parts
 

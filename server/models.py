@@ -23,6 +23,7 @@ Every timestamp is timezone-aware UTC (``UtcDateTime``), on SQLite too.
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -184,6 +185,7 @@ class StationRow(Base):
     agent_version: Mapped[str | None] = mapped_column(String(32))
     last_seen_at: Mapped[datetime | None] = mapped_column()
     max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The highest seq stored in ``records``."""
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     outbox_depth: Mapped[int | None] = mapped_column(Integer)
     heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -195,19 +197,29 @@ class StationRow(Base):
     first_seen_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime | None] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    # Added by 0008.
+    seq_seen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """The highest seq heard of in other ways: a record kept as rejected (and acknowledged),
+    a heartbeat's ``last_seq``. The seq floor sent after a birth is the greater of this and
+    ``max_seq``."""
 
 
 # --- the raw log --------------------------------------------------------------------------------
 
 
 class RecordRow(Base):
-    """A record exactly as the station sent it, stored once per ``record_id``. Never updated."""
+    """A record as the station sent it, stored once per ``record_id``. Never updated.
+
+    ``payload`` holds the message's bytes exactly as received (rows stored before migration
+    0008 hold a re-encoding of what was kept then). The other columns are copied out of it
+    for queries. Station lookups use ``uq_records_station_seq`` (``station_id`` first).
+    """
 
     __tablename__ = "records"
     __table_args__ = (UniqueConstraint("station_id", "seq", name="uq_records_station_seq"),)
 
     record_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    station_id: Mapped[str] = mapped_column(String(63), index=True)
+    station_id: Mapped[str] = mapped_column(String(63))
     seq: Mapped[int] = mapped_column(BigInteger)
     boot_id: Mapped[str] = mapped_column(String(64))
     wall_time: Mapped[float] = mapped_column(Float)
@@ -215,8 +227,14 @@ class RecordRow(Base):
     clock_synced: Mapped[bool]
     kind: Mapped[str] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(Text)
-    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The record's ``data`` object, read from the payload."""
+        value = json.loads(self.payload).get("data", {})
+        return value if isinstance(value, dict) else {}
 
 
 class RejectedMessage(Base):
@@ -239,6 +257,10 @@ class RejectedMessage(Base):
     # Added by 0002.
     record_id: Mapped[str | None] = mapped_column(String(36), index=True)
     seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Added by 0008.
+    collides_with: Mapped[str | None] = mapped_column(String(36), index=True)
+    """Set when the record's (station, seq) was already taken: the record_id holding it. The
+    record is acknowledged but its seq is not accounted for (see ``server/ops/gaps.py``)."""
 
 
 # --- what the records mean ----------------------------------------------------------------------
@@ -276,7 +298,7 @@ class Person(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key_type: Mapped[str] = mapped_column(String(16))
     key: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
     name_reliable: Mapped[bool] = mapped_column(Boolean, default=True)
     birth_date: Mapped[str | None] = mapped_column(String(10))
     sex: Mapped[str | None] = mapped_column(String(8))

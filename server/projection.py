@@ -8,20 +8,24 @@ end state whatever the order, e.g. an ``undo`` that lands before its ``person_ad
 ``pool_undos`` and applied when the person arrives, and a tube is created by whichever record
 names it first.
 
-Work is done per kind in bulk statements (a few per batch, not per record), because ingest must
-keep up with a mass-testing day.
+Work is done per kind in bulk statements (a few per batch, not per record, see
+``server/bulk.py``), because ingest must keep up with a mass-testing day. A tube that the
+batch creates is inserted already opened and closed as its records say; only tubes that
+existed before the batch are updated.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import Connection, case
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from protocol import Record
@@ -35,6 +39,7 @@ from protocol.events import (
     Undo,
 )
 from protocol.events import Person as PersonData
+from server.bulk import Bulk
 from server.db import upsert
 from server.lab import receive_from_stations
 from server.models import Person as PersonRow
@@ -44,18 +49,24 @@ from server.models import (
     SampleEvent,
     SampleStage,
     Staff,
-    StationRow,
     Tube,
     table,
 )
 from server.samples import add_result, advance_status
 
 TUBES = table(Tube)
+PERSONS = table(PersonRow)
 MEMBERS = table(PoolMember)
-# Bulk statements go to the Core tables: executemany, no ORM bookkeeping.
+UNDOS = table(PoolUndo)
+EVENTS = table(SampleEvent)
 
-CHUNK = 500
-"""Rows per IN (...) list."""
+_COLLECTED = str(
+    advance_status(SampleStage.COLLECTED).compile(
+        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
+    )
+)
+"""``tubes.status`` moved forward to collected, as SQL both databases read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,40 +97,33 @@ def _clip(value: str | None, size: int) -> str | None:
     return value[:size] if value is not None else None
 
 
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), CHUNK):
-        yield items[i : i + CHUNK]
+def project(session: Session, bulk: Bulk, items: Sequence[Projected], now: datetime) -> None:
+    """Project newly stored records (any order, any stations) into the domain tables.
 
-
-def project(session: Session, engine: Engine, items: Sequence[Projected]) -> None:
-    """Project newly stored records (any order, any stations) into the domain tables."""
+    ``bulk`` runs on ``session``'s connection (the same transaction); the rarer kinds go
+    through the session.
+    """
     if not items:
         return
-    now = datetime.now(UTC)
     items = sorted(items, key=lambda p: (p.record.station_id, p.record.seq))
     by_kind: dict[str, list[Projected]] = defaultdict(list)
     for p in items:
         by_kind[p.record.kind].append(p)
     stations = sorted({p.record.station_id for p in items})
+    cond, param = bulk.in_("station_id", stations)
     facility: dict[str, int | None] = {
         sid: fid
-        for sid, fid in session.connection().execute(
-            select(StationRow.station_id, StationRow.facility_id).where(
-                StationRow.station_id.in_(stations)
-            )
+        for sid, fid in bulk.execute(
+            f"SELECT station_id, facility_id FROM stations WHERE {cond}", [param]
         )
     }
-    # Bulk work on the Core connection: no ORM bookkeeping per statement.
-    conn = session.connection()
-    tubes = _ensure_tubes(conn, engine, items, facility, now)
-    if by_kind["tube_opened"]:
-        _tubes_opened(conn, by_kind["tube_opened"], tubes, facility, now)
+    tubes = _tubes(bulk, items, facility, now)
     if by_kind["person_added"]:
-        _persons_added(conn, engine, by_kind["person_added"], tubes, now)
+        _persons_added(bulk, by_kind["person_added"], tubes, now)
     if by_kind["undo"]:
-        _undos(conn, engine, by_kind["undo"], tubes, now)
+        _undos(bulk, by_kind["undo"])
     if by_kind["pool_closed"]:
-        _pools_closed(conn, by_kind["pool_closed"], tubes, facility, now)
+        _collected(bulk, by_kind["pool_closed"], tubes, facility, now)
     for p in by_kind["result"]:
         data = p.data
         assert isinstance(data, OnSiteResult)
@@ -135,7 +139,7 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
             seq=p.record.seq,
         )
     if by_kind["sign_in"]:
-        _signed_in(conn, engine, by_kind["sign_in"], facility)
+        _signed_in(session.connection(), session.get_bind(), by_kind["sign_in"], facility)
     if by_kind["tube_received"]:
         received = []
         for p in by_kind["tube_received"]:
@@ -144,94 +148,173 @@ def project(session: Session, engine: Engine, items: Sequence[Projected]) -> Non
         receive_from_stations(session, received, facility)
 
 
-def _ensure_tubes(
-    conn: Connection,
-    engine: Engine,
-    items: Sequence[Projected],
-    facility: dict[str, int | None],
-    now: datetime,
+@dataclass
+class _Tube:
+    """What one batch says about one tube code (its records in (station, seq) order)."""
+
+    station_id: str | None
+    """The sampling station: of the first record naming it, unless that came from a lab."""
+    opening: Projected | None = None
+    """The first ``tube_opened``: it describes the tube; later ones (a reused label) count."""
+    opens: int = 0
+    """Openings minus openings taken back (``undo`` with no person)."""
+    closing: Projected | None = None
+    """The first ``pool_closed``."""
+
+
+TUBE_COLUMNS = (
+    "code",
+    "station_id",
+    "facility_id",
+    "status",
+    "open_count",
+    "test_kind",
+    "mode",
+    "pool_size",
+    "staff_code",
+    "opened_at",
+    "opened_record_id",
+    "closed_at",
+    "closed_record_id",
+    "close_reason",
+    "persons_at_close",
+    "created_at",
+    "updated_at",
+)
+
+
+def _tubes(
+    bulk: Bulk, items: Sequence[Projected], facility: dict[str, int | None], now: datetime
 ) -> dict[str, int]:
-    """Create every tube the records name (stubs for now), return code -> id."""
-    first: dict[str, Projected] = {}
+    """Create every tube the records name, open and close them; return code -> id.
+
+    A tube new to the database is inserted with its openings and closing already applied;
+    one that existed gets the same changes as updates: the first opening describes it (if
+    nothing did before), every opening counts, the first closing closes it (if nothing did).
+    """
+    plans: dict[str, _Tube] = {}
     for p in items:
         code = _tube_code(p.data)
-        if code is not None and code not in first:
-            first[code] = p
-    if not first:
+        if code is None:
+            continue
+        plan = plans.get(code)
+        if plan is None:
+            # A tube first heard of from a lab station belongs to no sampling site until its
+            # own station's records arrive.
+            sampling = p.record.station_id if p.record.kind != "tube_received" else None
+            plan = plans[code] = _Tube(sampling)
+        match p.record.kind:
+            case "tube_opened":
+                plan.opens += 1
+                if plan.opening is None:
+                    plan.opening = p
+            case "undo":
+                assert isinstance(p.data, Undo)
+                if p.data.person_key is None:
+                    # The tube's opening was taken back (it had no person): that opening does
+                    # not count, so the station may open the label again without it showing as
+                    # reused. A plain decrement commutes with the opening's increment, whatever
+                    # order they arrive in.
+                    plan.opens -= 1
+            case "pool_closed":
+                if plan.closing is None:
+                    plan.closing = p
+    if not plans:
         return {}
-    codes = sorted(first)
-    # A tube first heard of from a lab station belongs to no sampling site until its own
-    # station's records arrive.
-    sampling = {
-        c: p.record.station_id for c, p in first.items() if p.record.kind != "tube_received"
-    }
-    rows = [
-        {
-            "code": code,
-            "station_id": sampling.get(code),
-            "facility_id": facility.get(sampling.get(code, "")),
-            "status": SampleStage.OPEN.value,
-            "open_count": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for code in codes
-    ]
-    conn.execute(upsert(engine, Tube).on_conflict_do_nothing(index_elements=["code"]), rows)
-    out: dict[str, int] = {}
-    for chunk in _chunks(codes):
-        out.update(conn.execute(select(Tube.code, Tube.id).where(Tube.code.in_(chunk))).all())
-    return out
-
-
-def _tubes_opened(
-    conn: Connection,
-    items: Sequence[Projected],
-    tubes: dict[str, int],
-    facility: dict[str, int | None],
-    now: datetime,
-) -> None:
-    counts: dict[int, int] = defaultdict(int)
-    firsts: list[dict[str, Any]] = []
-    for p in items:
-        data = p.data
-        assert isinstance(data, TubeOpened)
-        tid = tubes[data.tube]
-        counts[tid] += 1
-        firsts.append(
-            {
-                "b_id": tid,
-                "b_station": p.record.station_id,
-                "b_facility": facility.get(p.record.station_id),
-                "b_test_kind": data.test_kind,
-                "b_mode": data.mode,
-                "b_pool_size": data.pool_size,
-                "b_staff": _clip(data.staff_id, 64),
-                "b_at": event_time(p.record, p.received_at),
-                "b_record": p.record.record_id,
-            }
+    at = bulk.ts(now)
+    rows = [_tube_row(bulk, code, plan, facility, at) for code, plan in sorted(plans.items())]
+    tubes = {
+        code: int(tid)
+        for tid, code in bulk.insert(
+            TUBES, TUBE_COLUMNS, rows, on_conflict="(code) DO NOTHING", returning="id, code"
         )
-    conn.execute(
-        update(TUBES)
-        .where(Tube.id == bindparam("b_id"))
-        .values(open_count=Tube.open_count + bindparam("b_n"), updated_at=now),
-        [{"b_id": tid, "b_n": n} for tid, n in sorted(counts.items())],
+    }
+    existing = sorted(set(plans) - set(tubes))
+    if existing:
+        cond, param = bulk.in_("code", existing)
+        found = bulk.execute(f"SELECT code, id FROM tubes WHERE {cond}", [param])
+        before = {code: int(tid) for code, tid in found}
+        _update_tubes(bulk, [(before[c], plans[c]) for c in existing], facility, at)
+        tubes.update(before)
+    return tubes
+
+
+def _opening(p: Projected | None, facility: dict[str, int | None], bulk: Bulk) -> tuple[Any, ...]:
+    """station_id, facility_id, test_kind, mode, pool_size, staff_code, opened_at, record."""
+    if p is None:
+        return (None,) * 8
+    data = p.data
+    assert isinstance(data, TubeOpened)
+    sid = p.record.station_id
+    return (
+        sid,
+        facility.get(sid),
+        data.test_kind,
+        data.mode,
+        data.pool_size,
+        _clip(data.staff_id, 64),
+        bulk.ts(event_time(p.record, p.received_at)),
+        p.record.record_id,
     )
-    # The first opening describes the tube; a second one (reused label) only counts.
-    conn.execute(
-        update(TUBES)
-        .where(Tube.id == bindparam("b_id"), Tube.opened_record_id.is_(None))
-        .values(
-            station_id=bindparam("b_station"),
-            facility_id=bindparam("b_facility"),
-            test_kind=bindparam("b_test_kind"),
-            mode=bindparam("b_mode"),
-            pool_size=bindparam("b_pool_size"),
-            staff_code=bindparam("b_staff"),
-            opened_at=bindparam("b_at"),
-            opened_record_id=bindparam("b_record"),
-        ),
-        firsts,
+
+
+def _closing(p: Projected | None, bulk: Bulk) -> tuple[Any, ...]:
+    """closed_at, closed_record_id, close_reason, persons_at_close."""
+    if p is None:
+        return (None,) * 4
+    data = p.data
+    assert isinstance(data, PoolClosed)
+    return (
+        bulk.ts(event_time(p.record, p.received_at)),
+        p.record.record_id,
+        data.reason,
+        data.persons,
+    )
+
+
+def _tube_row(
+    bulk: Bulk, code: str, plan: _Tube, facility: dict[str, int | None], at: Any
+) -> tuple[Any, ...]:
+    sid, fid, *described = _opening(plan.opening, facility, bulk)
+    if plan.opening is None:
+        sid, fid = plan.station_id, facility.get(plan.station_id or "")
+    status = SampleStage.COLLECTED if plan.closing is not None else SampleStage.OPEN
+    return (
+        code,
+        sid,
+        fid,
+        status.value,
+        plan.opens,
+        *described,
+        *_closing(plan.closing, bulk),
+        at,
+        at,
+    )
+
+
+def _update_tubes(
+    bulk: Bulk, tubes: Sequence[tuple[int, _Tube]], facility: dict[str, int | None], at: Any
+) -> None:
+    tubes = sorted(tubes, key=lambda t: t[0])
+    bulk.executemany(
+        "UPDATE tubes SET open_count = open_count + ?, updated_at = ? WHERE id = ?",
+        [(plan.opens, at, tid) for tid, plan in tubes if plan.opens],
+    )
+    bulk.executemany(
+        "UPDATE tubes SET station_id = ?, facility_id = ?, test_kind = ?, mode = ?, "
+        "pool_size = ?, staff_code = ?, opened_at = ?, opened_record_id = ? "
+        "WHERE id = ? AND opened_record_id IS NULL",
+        [(*_opening(plan.opening, facility, bulk), tid) for tid, plan in tubes if plan.opening],
+    )
+    closed = [(tid, plan) for tid, plan in tubes if plan.closing is not None]
+    bulk.executemany(
+        "UPDATE tubes SET closed_at = ?, closed_record_id = ?, close_reason = ?, "
+        "persons_at_close = ? WHERE id = ? AND closed_record_id IS NULL",
+        [(*_closing(plan.closing, bulk), tid) for tid, plan in closed],
+    )
+    bulk.executemany(
+        f"UPDATE tubes SET status = {_COLLECTED}, updated_at = ? WHERE id = ?",
+        [(at, tid) for tid, _ in closed],
     )
 
 
@@ -245,12 +328,37 @@ def _merge_person(old: PersonData | None, new: PersonData) -> PersonData:
     return old.model_copy(update=fields)
 
 
+PERSON_FIELDS = ("birth_date", "sex", "address", "document_number", "old_id", "issue_date", "ext")
+PERSON_COLUMNS = ("key_type", "key", "name", "name_reliable", *PERSON_FIELDS)
+_TAKE_NAME = (
+    "excluded.name IS NOT NULL AND "
+    "(excluded.name_reliable OR persons.name IS NULL OR NOT persons.name_reliable)"
+)
+PERSON_UPSERT = (
+    "(key_type, key) DO UPDATE SET "
+    f"name = CASE WHEN {_TAKE_NAME} THEN excluded.name ELSE persons.name END, "
+    f"name_reliable = CASE WHEN {_TAKE_NAME} THEN excluded.name_reliable "
+    "ELSE persons.name_reliable END, "
+    + "".join(f"{c} = COALESCE(excluded.{c}, persons.{c}), " for c in PERSON_FIELDS)
+    + "last_seen_at = excluded.last_seen_at"
+)
+"""A later scan fills what was empty; a name from an unreliable scan (keyboard mode) never
+replaces a reliable one."""
+MEMBER_COLUMNS = (
+    "tube_id",
+    "person_id",
+    "position",
+    "record_id",
+    "station_id",
+    "seq",
+    "retest",
+    "staff_code",
+    "added_at",
+)
+
+
 def _persons_added(
-    conn: Connection,
-    engine: Engine,
-    items: Sequence[Projected],
-    tubes: dict[str, int],
-    now: datetime,
+    bulk: Bulk, items: Sequence[Projected], tubes: dict[str, int], now: datetime
 ) -> None:
     persons: dict[tuple[str, str], PersonData] = {}
     for p in items:
@@ -258,208 +366,123 @@ def _persons_added(
         assert isinstance(data, PersonAdded)
         key = (data.person.key_type, data.person.key)
         persons[key] = _merge_person(persons.get(key), data.person)
-    ids = _upsert_persons(conn, engine, persons, now)
-    rows = []
+    at = bulk.ts(now)
+    rows = [
+        (kt, k, d.name, d.name_reliable, *(getattr(d, c) for c in PERSON_FIELDS), at, at)
+        for (kt, k), d in sorted(persons.items())
+    ]
+    ids = {
+        (kt, k): int(pid)
+        for pid, kt, k in bulk.insert(
+            PERSONS,
+            (*PERSON_COLUMNS, "first_seen_at", "last_seen_at"),
+            rows,
+            on_conflict=PERSON_UPSERT,
+            returning="id, key_type, key",
+        )
+    }
+    members = []
     for p in items:
         data = p.data
         assert isinstance(data, PersonAdded)
-        rows.append(
-            {
-                "tube_id": tubes[data.tube],
-                "person_id": ids[(data.person.key_type, data.person.key)],
-                "position": data.position,
-                "record_id": p.record.record_id,
-                "station_id": p.record.station_id,
-                "seq": p.record.seq,
-                "retest": data.retest,
-                "staff_code": _clip(data.staff_id, 64),
-                "added_at": event_time(p.record, p.received_at),
-            }
-        )
-    conn.execute(upsert(engine, PoolMember).on_conflict_do_nothing(), rows)
-    # Undos that arrived before the person they take back.
-    keys = [(p.record.station_id, p.record.seq) for p in items]
-    pending: list[tuple[str, int, datetime, str]] = []
-    for chunk in _chunks(keys):
-        pending.extend(
-            conn.execute(
-                select(
-                    PoolUndo.station_id,
-                    PoolUndo.undone_seq,
-                    PoolUndo.undone_at,
-                    PoolUndo.undo_record_id,
-                ).where(tuple_(PoolUndo.station_id, PoolUndo.undone_seq).in_(chunk))
-            ).all()
-        )
-    if pending:
-        _mark_undone(conn, [(sid, seq, at, rid) for sid, seq, at, rid in pending])
-
-
-def _upsert_persons(
-    conn: Connection, engine: Engine, persons: dict[tuple[str, str], PersonData], now: datetime
-) -> dict[tuple[str, str], int]:
-    stmt = upsert(engine, PersonRow)
-    new = stmt.excluded
-    take_name = (new.name.is_not(None)) & (
-        new.name_reliable | PersonRow.name.is_(None) | ~PersonRow.name_reliable
-    )
-    set_: dict[str, Any] = {
-        "name": case((take_name, new.name), else_=PersonRow.name),
-        "name_reliable": case((take_name, new.name_reliable), else_=PersonRow.name_reliable),
-        "last_seen_at": new.last_seen_at,
-    }
-    for col in ("birth_date", "sex", "address", "document_number", "old_id", "issue_date", "ext"):
-        set_[col] = case((new[col].is_not(None), new[col]), else_=PersonRow.__table__.c[col])
-    rows = [
-        {
-            "key_type": kt,
-            "key": k,
-            "name": d.name,
-            "name_reliable": d.name_reliable,
-            "birth_date": d.birth_date,
-            "sex": d.sex,
-            "address": d.address,
-            "document_number": d.document_number,
-            "old_id": d.old_id,
-            "issue_date": d.issue_date,
-            "ext": d.ext,
-            "first_seen_at": now,
-            "last_seen_at": now,
-        }
-        for (kt, k), d in sorted(persons.items())
-    ]
-    conn.execute(stmt.on_conflict_do_update(index_elements=["key_type", "key"], set_=set_), rows)
-    ids: dict[tuple[str, str], int] = {}
-    keys = sorted(persons)
-    for chunk in _chunks(keys):
-        for kt, k, pid in conn.execute(
-            select(PersonRow.key_type, PersonRow.key, PersonRow.id).where(
-                tuple_(PersonRow.key_type, PersonRow.key).in_(chunk)
+        members.append(
+            (
+                tubes[data.tube],
+                ids[(data.person.key_type, data.person.key)],
+                data.position,
+                p.record.record_id,
+                p.record.station_id,
+                p.record.seq,
+                data.retest,
+                _clip(data.staff_id, 64),
+                bulk.ts(event_time(p.record, p.received_at)),
             )
-        ):
-            ids[(kt, k)] = pid
-    return ids
-
-
-def _mark_undone(conn: Connection, undos: Sequence[tuple[str, int, datetime, str]]) -> None:
-    conn.execute(
-        update(MEMBERS)
-        .where(
-            PoolMember.station_id == bindparam("b_station"),
-            PoolMember.seq == bindparam("b_seq"),
-            PoolMember.undone_at.is_(None),
         )
-        .values(undone_at=bindparam("b_at"), undo_record_id=bindparam("b_record")),
-        [
-            {"b_station": s, "b_seq": q, "b_at": at, "b_record": rid}
-            for s, q, at, rid in sorted(undos)
-        ],
+    bulk.insert(MEMBERS, MEMBER_COLUMNS, members, on_conflict="DO NOTHING")
+    # Undos that arrived before the person they take back, in one statement.
+    cond, param = bulk.in_("pool_members.record_id", [p.record.record_id for p in items])
+    bulk.execute(
+        "UPDATE pool_members SET undone_at = u.undone_at, undo_record_id = u.undo_record_id "
+        "FROM pool_undos u WHERE u.station_id = pool_members.station_id "
+        "AND u.undone_seq = pool_members.seq AND pool_members.undone_at IS NULL "
+        f"AND {cond}",
+        [param],
     )
 
 
-def _undos(
-    conn: Connection,
-    engine: Engine,
-    items: Sequence[Projected],
-    tubes: dict[str, int],
-    now: datetime,
-) -> None:
-    rows: list[dict[str, Any]] = []
-    undos: list[tuple[str, int, datetime, str]] = []
-    openings_undone: dict[int, int] = defaultdict(int)
+UNDO_COLUMNS = (
+    "station_id",
+    "undone_seq",
+    "undo_record_id",
+    "tube_code",
+    "person_key",
+    "undone_at",
+)
+
+
+def _undos(bulk: Bulk, items: Sequence[Projected]) -> None:
+    rows: list[tuple[Any, ...]] = []
+    marks: list[tuple[Any, ...]] = []
     for p in items:
         data = p.data
         assert isinstance(data, Undo)
-        at = event_time(p.record, p.received_at)
-        if data.person_key is None:
-            # The tube's opening was taken back (it had no person): that opening does not count,
-            # so the station may open the label again without it showing as reused. A plain
-            # decrement commutes with the opening's increment, whatever order they arrive in.
-            openings_undone[tubes[data.tube]] += 1
-        else:
-            undos.append((p.record.station_id, data.undone_seq, at, p.record.record_id))
-        rows.append(
-            {
-                "station_id": p.record.station_id,
-                "undone_seq": data.undone_seq,
-                "undo_record_id": p.record.record_id,
-                "tube_code": data.tube,
-                "person_key": data.person_key,
-                "undone_at": at,
-            }
-        )
+        at = bulk.ts(event_time(p.record, p.received_at))
+        sid = p.record.station_id
+        if data.person_key is not None:  # an opening taken back is counted in _tubes
+            marks.append((at, p.record.record_id, sid, data.undone_seq))
+        rows.append((sid, data.undone_seq, p.record.record_id, data.tube, data.person_key, at))
     # A second undo of the same seq (should not happen) is kept in records only.
-    conn.execute(upsert(engine, PoolUndo).on_conflict_do_nothing(), rows)
-    if undos:
-        _mark_undone(conn, undos)
-    if openings_undone:
-        conn.execute(
-            update(TUBES)
-            .where(Tube.id == bindparam("b_id"))
-            .values(open_count=Tube.open_count - bindparam("b_n"), updated_at=now),
-            [{"b_id": tid, "b_n": n} for tid, n in sorted(openings_undone.items())],
-        )
+    bulk.insert(UNDOS, UNDO_COLUMNS, rows, on_conflict="DO NOTHING")
+    bulk.executemany(
+        "UPDATE pool_members SET undone_at = ?, undo_record_id = ? "
+        "WHERE station_id = ? AND seq = ? AND undone_at IS NULL",
+        sorted(marks, key=lambda m: (m[2], m[3])),
+    )
 
 
-def _pools_closed(
-    conn: Connection,
+EVENT_COLUMNS = (
+    "tube_id",
+    "kind",
+    "at",
+    "recorded_at",
+    "facility_id",
+    "station_id",
+    "record_id",
+    "details",
+)
+
+
+def _collected(
+    bulk: Bulk,
     items: Sequence[Projected],
     tubes: dict[str, int],
     facility: dict[str, int | None],
     now: datetime,
 ) -> None:
-    closes: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    closed: set[int] = set()
+    """A ``collected`` lifecycle event per ``pool_closed`` (the tube itself is closed in
+    ``_tubes``)."""
+    at = bulk.ts(now)
+    rows = []
     for p in items:
         data = p.data
         assert isinstance(data, PoolClosed)
-        at = event_time(p.record, p.received_at)
-        tid = tubes[data.tube]
-        closed.add(tid)
-        closes.append(
-            {
-                "b_id": tid,
-                "b_at": at,
-                "b_record": p.record.record_id,
-                "b_reason": data.reason,
-                "b_persons": data.persons,
-            }
+        rows.append(
+            (
+                tubes[data.tube],
+                SampleStage.COLLECTED.value,
+                bulk.ts(event_time(p.record, p.received_at)),
+                at,
+                facility.get(p.record.station_id),
+                p.record.station_id,
+                p.record.record_id,
+                json.dumps({"persons": data.persons, "reason": data.reason}),
+            )
         )
-        events.append(
-            {
-                "tube_id": tid,
-                "kind": SampleStage.COLLECTED.value,
-                "at": at,
-                "recorded_at": now,
-                "facility_id": facility.get(p.record.station_id),
-                "station_id": p.record.station_id,
-                "record_id": p.record.record_id,
-                "details": {"persons": data.persons, "reason": data.reason},
-            }
-        )
-    conn.execute(
-        update(TUBES)
-        .where(Tube.id == bindparam("b_id"), Tube.closed_record_id.is_(None))
-        .values(
-            closed_at=bindparam("b_at"),
-            closed_record_id=bindparam("b_record"),
-            close_reason=bindparam("b_reason"),
-            persons_at_close=bindparam("b_persons"),
-        ),
-        closes,
-    )
-    conn.execute(
-        update(TUBES)
-        .where(Tube.id == bindparam("b_id"))
-        .values(status=advance_status(SampleStage.COLLECTED), updated_at=now),
-        [{"b_id": tid} for tid in sorted(closed)],
-    )
-    conn.execute(insert(table(SampleEvent)), events)
+    bulk.insert(EVENTS, EVENT_COLUMNS, rows)
 
 
 def _signed_in(
-    conn: Connection, engine: Engine, items: Sequence[Projected], facility: dict[str, int | None]
+    conn: Connection, engine: Any, items: Sequence[Projected], facility: dict[str, int | None]
 ) -> None:
     latest: dict[str, tuple[SignIn, Projected]] = {}
     for p in items:

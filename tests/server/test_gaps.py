@@ -53,7 +53,7 @@ def store(engine: Engine, station_id: str, seqs: list[int]) -> None:
                     "clock_synced": True,
                     "kind": "scan",
                     "code": None,
-                    "data": {},
+                    "payload": b"{}",
                     "received_at": now,
                 }
                 for seq in seqs

@@ -103,3 +103,22 @@ def test_garbage_never_raises(engine: Engine) -> None:
     )
     stored = store_batch(engine, batch)
     assert stored.rejected == 5 and stored.inserted == 1
+
+
+def test_the_event_log_keeps_each_payload_byte_for_byte(engine: Engine) -> None:
+    r = rec("st-1", 1)
+    # Valid but not how the server would write it: key order, spacing, an escape.
+    data = {"staff_id": "NV-1", "staff_name": "Nguyễn"}
+    fields = {**json.loads(encode(r)), "kind": "sign_in", "data": data}
+    payload = (
+        "{ " + ",  ".join(f'"{k}" : {json.dumps(v)}' for k, v in reversed(fields.items())) + " }"
+    ).encode()
+    assert b"\\u1ec5" in payload
+    stored = store_batch(engine, classify([msg("st-1", StationTopic.RECORDS, payload)]))
+    assert stored.inserted == 1
+    with Session(engine) as s:
+        row = s.get(RecordRow, r.record_id)
+        assert row is not None
+        assert row.payload == payload
+        assert row.data == data
+        assert (row.seq, row.code, row.kind) == (1, "T-1", "sign_in")
