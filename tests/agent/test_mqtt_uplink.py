@@ -256,8 +256,13 @@ def test_the_backoff_starts_over_after_an_acknowledgement_or_a_connection_that_s
                 flap(proxy, events)
             events.next(Connected)
             assert windows.ceilings[-1] >= 0.4
-            # The server's acknowledgement arrives: this connection works.
-            server.send("st-1", StationTopic.ACKS, encode(Ack(record_ids=[uuid7()])))
+            # A record goes out and the server acknowledges it: this connection works. (The
+            # record also shows the station's subscriptions are in place: Connected comes with
+            # the CONNACK, and the broker handles the station's SUBSCRIBE before its PUBLISH.)
+            sent = record(1)
+            up.publish_record(sent)
+            wait_for(lambda: sent in server.records(), 10, "the record at the server")
+            server.send("st-1", StationTopic.ACKS, encode(Ack(record_ids=[sent.record_id])))
             events.next(Acked)
             before = len(windows.ceilings)
             proxy.cut()

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import queue
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+import swabline.broker as broker_module
 from server.broker_admin import CONTROL_TOPIC, RESPONSE_TOPIC
 from server.ingest import client_id as ingest_client_id
 from swabline.broker import (
@@ -338,7 +340,17 @@ def test_a_broker_whose_chosen_port_was_taken_meanwhile_starts_on_another(
             assert connack(b, SERVER_USER, "server-password") == "Success"
 
 
-def test_a_port_asked_for_and_taken_is_an_error_that_says_so(tmp_path: Path) -> None:
+def test_a_port_asked_for_and_taken_is_an_error_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Watched(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(broker_module.subprocess, "Popen", Watched)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -346,8 +358,10 @@ def test_a_port_asked_for_and_taken_is_an_error_that_says_so(tmp_path: Path) -> 
         b = Broker(tmp_path / "b", users={SERVER_USER: "x"}, port=port)
         with pytest.raises(BrokerError, match="Address already in use"):
             b.start()
-        gc.collect()  # a pipe left open would surface here as a ResourceWarning (an error)
     assert b.pid is None
+    # The failed Mosquitto was waited for and its stderr pipe closed (no leaked descriptor).
+    assert started and all(p.returncode is not None for p in started)
+    assert all(p.stderr is None or p.stderr.closed for p in started)
 
 
 def test_free_ports_stay_out_of_the_range_outgoing_connections_use() -> None:

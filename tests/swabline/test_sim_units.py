@@ -139,8 +139,8 @@ def _insert(engine: Engine, *rows: tuple[str, str, int]) -> None:
         for rid, sid, seq in rows:
             conn.exec_driver_sql(
                 "INSERT INTO records (record_id, station_id, seq, boot_id, wall_time, mono_ns, "
-                "clock_synced, kind, data, received_at) "
-                "VALUES (?, ?, ?, 'b', 0, 0, 1, 'scan', '{}', '2026-01-01')",
+                "clock_synced, kind, payload, received_at) "
+                "VALUES (?, ?, ?, 'b', 0, 0, 1, 'scan', x'7b7d', '2026-01-01')",
                 (rid, sid, seq),
             )
 
