@@ -24,6 +24,7 @@ acknowledge, or it would be acknowledged to the wrong station.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -59,7 +60,14 @@ from protocol import (
 )
 from protocol.events import DATA_MODELS
 from protocol.messages import MAX_ACK_IDS
-from protocol.topics import StationTopic, TopicError, parse_station_topic, subscription, topic
+from protocol.topics import (
+    ParsedTopic,
+    StationTopic,
+    TopicError,
+    parse_station_topic,
+    subscription,
+    topic,
+)
 from server.activity import record_activity
 from server.bulk import Bulk
 from server.metrics import IngestCounters
@@ -121,12 +129,24 @@ def _data_reason(kind: str, exc: ValidationError) -> str:
     return f"{kind} data.{where}: {first['msg']}{more}"
 
 
+_TOPICS: dict[str, ParsedTopic] = {}
+"""Topics already parsed (a few per station), so each message does not pay for it again."""
+
+
+def _parse_topic(name: str) -> ParsedTopic:
+    where = parse_station_topic(name)
+    if len(_TOPICS) >= 100_000:
+        _TOPICS.clear()
+    _TOPICS[name] = where
+    return where
+
+
 def classify(messages: Iterable[Message]) -> Classified:
     """Validate each message against the contract; never raises for bad input."""
     out = Classified()
     for m in messages:
         try:
-            where = parse_station_topic(m.topic)
+            where = _TOPICS.get(m.topic) or _parse_topic(m.topic)
         except TopicError as exc:
             out.rejections.append(Rejection(m, str(exc)))
             continue
@@ -388,7 +408,7 @@ def store_batch(
             session,
             heard=[(sid, now) for sid, _ in batch.heartbeats]
             + [(sid, now) for sid, st in batch.statuses if st.state == "online"]
-            + [(unique[rid].station_id, batch.received_at[rid]) for rid in inserted],
+            + _minutes_heard((unique[rid].station_id, batch.received_at[rid]) for rid in inserted),
             records=[
                 (unique[rid].station_id, event_time(unique[rid], batch.received_at[rid]))
                 for rid in inserted
@@ -411,6 +431,14 @@ def store_batch(
             acks[rej.station_id].append(rej.record_id)
     result.acks = dict(acks)
     return result
+
+
+def _minutes_heard(heard: Iterable[tuple[str, datetime]]) -> list[tuple[str, datetime]]:
+    """One (station, time) per station and minute: all that marking minutes heard needs."""
+    firsts: dict[tuple[str, int], tuple[str, datetime]] = {}
+    for sid, at in heard:
+        firsts.setdefault((sid, int(at.timestamp()) // 60), (sid, at))
+    return list(firsts.values())
 
 
 def seq_floors(bulk: Bulk, station_ids: Sequence[str]) -> dict[str, int]:
@@ -671,26 +699,14 @@ def store_resilient(
 
     Transient database errors (connection lost, deadlock, lock timeout) retry the batch with
     backoff, then propagate (the worker exits and is restarted; nothing was acknowledged, so
-    stations resend). Any other database error means some item is poison (a value the contract
-    allows but a column does not): the batch is stored item by item, and an item the database
-    refuses on its own is kept as rejected with the database's reason (a record is then also
-    acknowledged, as resending cannot help).
+    stations resend). Any other failure means some item is poison: a value the contract allows
+    but a column does not (the database refuses it), or data that trips a Python exception in
+    the projection (a bug; retried once, as it may have been a passing state). The batch is
+    then stored item by item, and an item that fails on its own is kept as rejected with the
+    reason (a record is then also acknowledged, as resending cannot help: it is kept, and can
+    be replayed from ``rejected_messages`` once fixed). The worker goes on.
     """
     counters = counters or IngestCounters()
-    try:
-        return _with_retries(
-            lambda: store_batch(
-                engine, batch, known_stations=known_stations, history_step_s=history_step_s
-            ),
-            counters,
-            retries,
-            sleep,
-        )
-    except (SQLAlchemyError, OverflowError) as exc:
-        if not _refused_data(exc):
-            raise
-        log.warning("batch refused by the database (%s); storing item by item", exc)
-    total = Stored()
 
     def attempt(part: Classified) -> Stored:
         return _with_retries(
@@ -702,19 +718,37 @@ def store_resilient(
             sleep,
         )
 
+    try:
+        return attempt(batch)
+    except Exception as exc:
+        if not _poison(exc):
+            raise
+        log.warning("batch failed (%s: %s); storing item by item", exc.__class__.__name__, exc)
+    total = Stored()
     for part, message, record in _split(batch):
         try:
-            total.merge(attempt(part))
-        except (SQLAlchemyError, OverflowError) as exc:
-            if not _refused_data(exc) or message is None:
+            try:
+                total.merge(attempt(part))
+                continue
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError | OverflowError) or not _poison(exc):
+                    raise
+                where = message.topic if message else "rejected messages"
+                log.exception("ingest failed on a message on %s; retrying it once", where)
+                total.merge(attempt(part))
+        except Exception as exc:
+            if not _poison(exc) or message is None:
                 raise
-            orig = getattr(exc, "orig", None) or exc
-            reason = f"database refused it: {orig.__class__.__name__}: {orig}"[:500]
+            if isinstance(exc, SQLAlchemyError | OverflowError):
+                orig = getattr(exc, "orig", None) or exc
+                reason = f"database refused it: {orig.__class__.__name__}: {orig}"
+            else:
+                reason = f"ingest failed on it: {exc.__class__.__name__}: {exc}"
             sid = parse_station_topic(message.topic).station_id
             log.error("poison message on %s: %s", message.topic, reason)
             rejection = Rejection(
                 message,
-                reason,
+                reason[:500],
                 sid,
                 record.record_id if record else None,
                 record.seq if record else None,
@@ -727,6 +761,44 @@ def store_resilient(
             counters.add("poison_records")
             total.merge(stored)
     return total
+
+
+def _poison(exc: Exception) -> bool:
+    """Whether a failure to store is the data's fault (store the rest, keep it as rejected)
+    rather than the database's (retry, or give up and let the stations resend)."""
+    if isinstance(exc, SQLAlchemyError | OverflowError):
+        return _refused_data(exc)
+    return True
+
+
+def collect_batch(
+    source: queue.SimpleQueue[Message],
+    *,
+    max_rows: int,
+    max_s: float,
+    stop: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
+    wait_s: float = 0.2,
+) -> list[Message]:
+    """The next batch: waits up to ``wait_s`` for a first message, then takes what is waiting.
+
+    The batch closes at ``max_rows`` messages, once ``max_s`` have passed since its first
+    message, or as soon as no message is waiting: a record is never held back waiting for
+    others (latency), while under load messages pile up during each commit, so batches grow
+    by themselves (throughput). ``[]`` when nothing came or ``stop`` is set.
+    """
+    try:
+        first = source.get(timeout=wait_s)
+    except queue.Empty:
+        return []
+    batch = [first]
+    deadline = clock() + max_s
+    while len(batch) < max_rows and not stop.is_set() and clock() < deadline:
+        try:
+            batch.append(source.get_nowait())
+        except queue.Empty:
+            break
+    return batch
 
 
 class MqttIngest:
@@ -754,8 +826,10 @@ class MqttIngest:
         counters: IngestCounters | None = None,
         on_stored: Callable[[Stored], None] | None = None,
         history_step_s: int = 60,
+        db_retries: int = 8,
     ) -> None:
         self._engine = engine
+        self._db_retries = db_retries
         self._history_step_s = history_step_s
         self._host, self._port = host, port
         self._group = shared_group
@@ -786,6 +860,11 @@ class MqttIngest:
         self._client = client
         self.totals = Stored()
 
+    @property
+    def queued(self) -> int:
+        """Messages received from the broker and not yet taken into a batch."""
+        return self._queue.qsize()
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. Database errors that outlast the retries propagate."""
         self._client.connect_async(self._host, self._port, keepalive=30, clean_start=True)
@@ -800,26 +879,7 @@ class MqttIngest:
             self._client.loop_stop()
 
     def _collect(self, stop: threading.Event) -> list[Message]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self._max_s
-        while len(batch) < self._max_rows and not stop.is_set():
-            try:  # drain what is already there without waiting
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+        return collect_batch(self._queue, max_rows=self._max_rows, max_s=self._max_s, stop=stop)
 
     def _process(self, batch: list[Message]) -> None:
         c = self.counters
@@ -832,6 +892,7 @@ class MqttIngest:
             known_stations=self._known_stations,
             counters=c,
             history_step_s=self._history_step_s,
+            retries=self._db_retries,
         )
         elapsed = time.perf_counter() - started
         c.add("batch_seconds", elapsed)
@@ -961,6 +1022,12 @@ def run_worker(
                 local_stop.set()
 
     threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    # Each batch makes and drops thousands of short-lived objects: with the default threshold
+    # the cyclic collector ran every few records and walked everything the process had loaded
+    # (about a tenth of a worker's CPU). What exists now is kept out of its way for good.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 10)
     try:
         ingest.run(local_stop)
     finally:

@@ -399,14 +399,29 @@ def _persons_added(
             )
         )
     bulk.insert(MEMBERS, MEMBER_COLUMNS, members, on_conflict="DO NOTHING")
-    # Undos that arrived before the person they take back, in one statement.
-    cond, param = bulk.in_("pool_members.record_id", [p.record.record_id for p in items])
-    bulk.execute(
-        "UPDATE pool_members SET undone_at = u.undone_at, undo_record_id = u.undo_record_id "
-        "FROM pool_undos u WHERE u.station_id = pool_members.station_id "
-        "AND u.undone_seq = pool_members.seq AND pool_members.undone_at IS NULL "
-        f"AND {cond}",
-        [param],
+    # Undos that arrived before the person they take back (usually none: one look-up in the
+    # small pool_undos table, by its primary key).
+    cond, params = bulk.pairs_in(
+        ("station_id", "undone_seq"),
+        [(p.record.station_id, p.record.seq) for p in items],
+        ("text", "int8"),
+    )
+    _mark_undone(
+        bulk,
+        bulk.execute(
+            "SELECT undone_at, undo_record_id, station_id, undone_seq FROM pool_undos "
+            f"WHERE {cond}",
+            params,
+        ),
+    )
+
+
+def _mark_undone(bulk: Bulk, undos: Sequence[tuple[Any, ...]]) -> None:
+    """Take back pool members: (undone_at, undo_record_id, station_id, seq) each."""
+    bulk.executemany(
+        "UPDATE pool_members SET undone_at = ?, undo_record_id = ? "
+        "WHERE station_id = ? AND seq = ? AND undone_at IS NULL",
+        sorted(undos, key=lambda m: (m[2], m[3])),
     )
 
 
@@ -433,11 +448,7 @@ def _undos(bulk: Bulk, items: Sequence[Projected]) -> None:
         rows.append((sid, data.undone_seq, p.record.record_id, data.tube, data.person_key, at))
     # A second undo of the same seq (should not happen) is kept in records only.
     bulk.insert(UNDOS, UNDO_COLUMNS, rows, on_conflict="DO NOTHING")
-    bulk.executemany(
-        "UPDATE pool_members SET undone_at = ?, undo_record_id = ? "
-        "WHERE station_id = ? AND seq = ? AND undone_at IS NULL",
-        sorted(marks, key=lambda m: (m[2], m[3])),
-    )
+    _mark_undone(bulk, marks)
 
 
 EVENT_COLUMNS = (
