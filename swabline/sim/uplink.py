@@ -4,7 +4,8 @@
 (MQTT 5, clean session) for every connection, so paho never resends anything from a dead
 connection; the same client id, in-flight window, subscriptions (acks, commands, sync), retained
 birth and will carrying a new ``bd_seq`` per connection; reconnection after
-``agent.backoff.Backoff`` (jittered, capped); an attempt with no CONNACK within the connect
+``agent.backoff.Backoff`` (jittered, capped, reset only once a connection proved itself with
+an acknowledgement or a keepalive interval up); an attempt with no CONNACK within the connect
 timeout counts as failed. The difference is the I/O: instead of one network thread per client,
 each client's socket is served by the event loop through paho's external-loop callbacks
 (``on_socket_open``, ``on_socket_register_write``, ...). One thread serves every station.
@@ -74,6 +75,7 @@ class _Connection:
         self.sock: Any = None
         self.done = asyncio.Event()  # refused, lost or closed
         self.answered = asyncio.Event()  # CONNACK came (either way), or the socket closed
+        self.acked = False  # an acknowledgement came on this connection
 
 
 class AsyncioMqttUplink:
@@ -246,8 +248,13 @@ class AsyncioMqttUplink:
         if not conn.up:
             self._teardown(conn)
             return
-        self._backoff.reset()
+        up_at = loop.time()
         await conn.done.wait()
+        # As the agent does: the backoff starts over only after a connection that proved
+        # itself (an acknowledgement, or up for a keepalive interval); one dropped right after
+        # its CONNACK counts as a failed attempt, so a flapping broker is not hammered.
+        if conn.acked or loop.time() - up_at >= self._keepalive:
+            self._backoff.reset()
         self._teardown(conn)
 
     async def _established(self, conn: _Connection) -> None:
@@ -278,6 +285,8 @@ class AsyncioMqttUplink:
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             if conn is self._conn:
+                if msg.topic.endswith("/" + StationTopic.ACKS.value):
+                    conn.acked = True
                 self._on_message(msg)
 
         def on_socket_open(_c: mqtt.Client, _u: object, sock: Any) -> None:
