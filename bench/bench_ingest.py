@@ -6,8 +6,10 @@ acknowledgements back to the stations.
 
 What it measures, in one run against one Mosquitto (started from ``broker/``'s configuration):
 
-1. **raw**: the Mosquitto QoS 1 pass-through rate with the same client library (paho) and the
-   same payloads: the stations publish, one paho subscriber in its own process receives.
+1. **raw**: the Mosquitto QoS 1 pass-through rate with the same client library (paho), the same
+   publishers and the same payloads: the stations publish, one paho subscriber in its own process
+   receives through the same shared subscription, in-flight window and MQTT 5 clean session as
+   an ingest worker, and does nothing with each message.
 2. **ingest, 1 worker**: records/s from the first publish until the last acknowledgement is
    back at its station (committed rows, acks received), and its ratio to raw (goal >= 0.8).
 3. **latency**: scan-to-acknowledgement at half of (2)'s rate: p50 and p99 (goal p99 < 100 ms).
@@ -15,8 +17,11 @@ What it measures, in one run against one Mosquitto (started from ``broker/``'s c
 
 Every phase checks that every record is in the database exactly once and was acknowledged
 (duplicates and losses are reported, and must be zero). The stations publish a realistic mix:
-pool sessions of a tube, five persons (CCCD QR) and a close. Results print as a table and,
-with ``--json FILE``, as JSON.
+pool sessions of a tube, five persons (CCCD QR) and a close. Each phase also reports the CPU
+time the ingest worker processes (and Mosquitto, and the publishing bench process) used per
+record: on a shared or small machine that is the figure to compare, as rates depend on what
+else runs. Results print as a table and are saved with the machine and the load average in
+``bench/results/ingest[-quick].json`` (or ``--json FILE``).
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ import json
 import multiprocessing
 import os
 import secrets
+import shlex
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.identity import uuid7
 from protocol import Record, encode
 from protocol.topics import StationTopic, subscription, topic
 from swabline.broker import SERVER_USER, Broker
@@ -60,7 +66,7 @@ def session_records(station_id: str, session: int, start_seq: int, persons: int)
     def rec(kind: str, data: dict[str, Any], code: str | None = None) -> Record:
         nonlocal seq
         r = Record(
-            record_id=str(uuid.uuid4()),
+            record_id=uuid7(),  # as the agent makes them (time-ordered)
             station_id=station_id,
             seq=seq,
             boot_id="bench",
@@ -127,7 +133,7 @@ class SimStation:
         self._connected = threading.Event()
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{station_id}-{secrets.token_hex(3)}",
+            client_id=station_id,  # the broker binds a station's credentials to this id
             protocol=mqtt.MQTTv5,
         )
         c.username_pw_set(station_id, broker.users[station_id])
@@ -162,6 +168,41 @@ class SimStation:
         self.client.loop_stop()
 
 
+# --- CPU accounting --------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+class CpuMeter:
+    """CPU seconds used by some processes between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self._pids = pids
+        self._start = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        self.used: dict[str, float] = {}
+
+    def stop(self) -> dict[str, float]:
+        self.used = {
+            name: sum(cpu_seconds(p) for p in ps) - self._start[name]
+            for name, ps in self._pids.items()
+        }
+        return self.used
+
+
+def _broker_pid(broker: Broker) -> list[int]:
+    proc = getattr(broker, "_proc", None)
+    return [proc.pid] if proc is not None else []
+
+
 # --- raw pass-through --------------------------------------------------------------------------
 
 
@@ -171,7 +212,8 @@ def _raw_subscriber(host: str, port: int, password: str, expect: int, ready: Any
     done = threading.Event()
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        c.subscribe(subscription(StationTopic.RECORDS), qos=1)
+        # As an ingest worker subscribes (server/ingest.py): shared, QoS 1.
+        c.subscribe(subscription(StationTopic.RECORDS, shared_group="bench-raw"), qos=1)
 
     def on_subscribe(*_a: Any) -> None:
         ready.set()
@@ -190,7 +232,7 @@ def _raw_subscriber(host: str, port: int, password: str, expect: int, ready: Any
     c.username_pw_set(SERVER_USER, password)
     c.max_inflight_messages_set(1000)
     c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    c.connect(host, port, clean_start=True)
+    c.connect(host, port, keepalive=30, clean_start=True)
     c.loop_start()
     done.wait(600)
     c.disconnect()
@@ -203,6 +245,10 @@ class RawResult:
     messages: int
     seconds: float
     rate: float
+    subscriber_cpu_us: float = 0.0
+    """CPU of the paho subscriber process per message (receive + PUBACK, nothing else)."""
+    broker_cpu_us: float = 0.0
+    publisher_cpu_us: float = 0.0
 
 
 def measure_raw(broker: Broker, payloads: dict[str, list[tuple[str, bytes]]]) -> RawResult:
@@ -214,19 +260,31 @@ def measure_raw(broker: Broker, payloads: dict[str, list[tuple[str, bytes]]]) ->
         args=(broker.host, broker.port, broker.users[SERVER_USER], total, ready, out),
     )
     proc.start()
+    assert proc.pid is not None  # set by start()
     if not ready.wait(20):
         raise RuntimeError("raw subscriber did not subscribe")
     stations = [SimStation(broker, sid) for sid in payloads]
+    cpu = CpuMeter(
+        {"subscriber": [proc.pid], "broker": _broker_pid(broker), "publisher": [os.getpid()]}
+    )
     start = time.monotonic()
     _publish_all(stations, payloads)
     result = out.get(timeout=600)
+    used = cpu.stop()
     proc.join(10)
     for s in stations:
         s.close()
     if result["received"] < total:
         raise RuntimeError(f"raw: {result['received']} of {total} arrived")
     seconds = result["last"] - start
-    return RawResult(total, seconds, total / seconds)
+    return RawResult(
+        total,
+        seconds,
+        total / seconds,
+        subscriber_cpu_us=used["subscriber"] / total * 1e6,
+        broker_cpu_us=used["broker"] / total * 1e6,
+        publisher_cpu_us=used["publisher"] / total * 1e6,
+    )
 
 
 def _publish_all(stations: list[SimStation], payloads: dict[str, list[tuple[str, bytes]]]) -> None:
@@ -258,6 +316,15 @@ class IngestResult:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     latency_max_ms: float = 0.0
+    worker_cpu_us: float = 0.0
+    """CPU of the ingest worker process(es) per record, all threads (receive, validate, store,
+    acknowledge); on SQLite this includes the database engine, on PostgreSQL it does not."""
+    database_cpu_us: float = 0.0
+    """PostgreSQL server processes' CPU per record (0 for SQLite, which runs in the worker)."""
+    broker_cpu_us: float = 0.0
+    publisher_cpu_us: float = 0.0
+    mean_batch: float = 0.0
+    """Messages per committed transaction."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -277,6 +344,18 @@ class Database:
             with psycopg.connect(self._admin, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self._name}"')
             self.url = f"{POSTGRES_ADMIN.rsplit('/', 1)[0]}/{self._name}"
+
+    def server_pids(self) -> list[int]:
+        """PostgreSQL backends serving this database (the ingest workers' connections)."""
+        if not self._name:
+            return []
+        import psycopg
+
+        with psycopg.connect(self._admin, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._name,)
+            ).fetchall()
+        return [int(pid) for (pid,) in rows]
 
     def drop(self) -> None:
         if self._name:
@@ -376,6 +455,17 @@ def measure_ingest(
         payloads = {sid: [(r.record_id, encode(r)) for r in rs] for sid, rs in records.items()}
         sims = [SimStation(broker, sid) for sid in records]
         total = sum(len(v) for v in payloads.values())
+        counters = [pool.counters.worker(i) for i in range(workers)]
+        messages0 = sum(c.get("messages") for c in counters)
+        batches0 = sum(c.get("batches") for c in counters)
+        cpu = CpuMeter(
+            {
+                "worker": pool.pids(),
+                "database": db.server_pids(),
+                "broker": _broker_pid(broker),
+                "publisher": [os.getpid()],
+            }
+        )
         start = time.monotonic()
         if rate is None:
             _publish_all(sims, payloads)
@@ -384,9 +474,17 @@ def measure_ingest(
         deadline = time.monotonic() + max(120.0, total / 200)
         while sum(len(s.acked_at) for s in sims) < total and time.monotonic() < deadline:
             time.sleep(0.01)
+        used = cpu.stop()
         acked = [t for s in sims for t in s.acked_at.values()]
         end = max(acked) if acked else time.monotonic()
         result = IngestResult(kind, workers, total, end - start, total / (end - start))
+        result.worker_cpu_us = used["worker"] / total * 1e6
+        result.database_cpu_us = used["database"] / total * 1e6
+        result.broker_cpu_us = used["broker"] / total * 1e6
+        result.publisher_cpu_us = used["publisher"] / total * 1e6
+        batches = sum(c.get("batches") for c in counters) - batches0
+        messages = sum(c.get("messages") for c in counters) - messages0
+        result.mean_batch = messages / batches if batches else 0.0
         result.acks_missing = total - len(acked)
         if rate is not None:
             latencies = sorted(
@@ -433,6 +531,7 @@ def run(args: argparse.Namespace) -> list[IngestResult]:
     users = {SERVER_USER: secrets.token_urlsafe(12)}
     users.update({sid: secrets.token_urlsafe(12) for sid in stations})
     results: list[IngestResult] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="swabline-bench-") as tmp:
         workdir = Path(tmp)
         with Broker(workdir / "broker", users=users) as broker:
@@ -489,29 +588,46 @@ def run(args: argparse.Namespace) -> list[IngestResult]:
                 print(f"{kind}, 2 workers: {two.rate:,.0f} rec/s", file=sys.stderr)
                 results.append(two)
     print_table(raw, results)
+    payload = {
+        "command": "python -m bench.bench_ingest " + shlex.join(argv_shown(args)),
+        "load_average_before": load_before,
+        "raw": asdict(raw),
+        "results": [asdict(r) for r in results],
+        "records": per_station * len(stations),
+        "stations": len(stations),
+        "batch_max_rows": args.batch_rows,
+        "batch_max_ms": args.batch_ms,
+    }
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "raw": asdict(raw),
-                    "results": [asdict(r) for r in results],
-                    "records": per_station * len(stations),
-                    "stations": len(stations),
-                    "batch_max_rows": args.batch_rows,
-                    "batch_max_ms": args.batch_ms,
-                    "cpus": os.cpu_count(),
-                },
-                indent=2,
-            )
-        )
+        from bench.common import machine_info
+
+        payload["machine"] = machine_info()
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nsaved {args.json}", file=sys.stderr)
+    else:
+        from bench.common import write_results
+
+        path = write_results("ingest-quick" if args.quick else "ingest", payload)
+        print(f"\nsaved {path}", file=sys.stderr)
     return results
 
 
+def argv_shown(args: argparse.Namespace) -> list[str]:
+    out = ["--records", str(args.records), "--stations", str(args.stations), "--db", *args.db]
+    out += ["--batch-rows", str(args.batch_rows), "--batch-ms", str(args.batch_ms)]
+    return [*out, "--quick"] if args.quick else out
+
+
 def print_table(raw: RawResult, results: list[IngestResult]) -> None:
-    print(f"\nRaw Mosquitto QoS 1 pass-through (paho -> paho): {raw.rate:,.0f} msg/s\n")
+    print(
+        f"\nRaw Mosquitto QoS 1 pass-through (paho -> paho): {raw.rate:,.0f} msg/s "
+        f"(subscriber CPU {raw.subscriber_cpu_us:.0f} µs/msg, broker {raw.broker_cpu_us:.0f}, "
+        f"publisher {raw.publisher_cpu_us:.0f})\n"
+    )
     head = (
         f"{'database':<10} {'workers':>7} {'records':>8} {'rec/s':>9} {'÷ raw':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'at rec/s':>9} {'dups':>5} {'lost':>5} {'no ack':>6}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'at rec/s':>9} {'dups':>5} {'lost':>5} {'no ack':>6} "
+        f"{'worker µs':>9} {'db µs':>6} {'batch':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -523,10 +639,13 @@ def print_table(raw: RawResult, results: list[IngestResult]) -> None:
         )
         print(
             f"{r.db:<10} {r.workers:>7} {r.records:>8} {r.rate:>9,.0f} {r.ratio_to_raw:>6.2f} "
-            f"{lat} {r.duplicates:>5} {r.lost:>5} {r.acks_missing:>6}"
+            f"{lat} {r.duplicates:>5} {r.lost:>5} {r.acks_missing:>6} "
+            f"{r.worker_cpu_us:>9.0f} {r.database_cpu_us:>6.0f} {r.mean_batch:>6.0f}"
         )
     print(
-        "\nGoals: 1 worker >= 0.80 of raw; p99 scan-to-ack < 100 ms at half the max rate; "
+        "\nworker µs / db µs: CPU per record of the ingest worker process(es) and of the "
+        "PostgreSQL backends serving them (max-rate phase).\n"
+        "Goals: 1 worker >= 0.80 of raw; p99 scan-to-ack < 100 ms at half the max rate; "
         "0 duplicates, 0 lost."
     )
 
@@ -545,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-rows", type=int, default=500, help="ingest.batch_max_rows (500)")
     p.add_argument("--batch-ms", type=int, default=50, help="ingest.batch_max_ms (50)")
     p.add_argument("--quick", action="store_true", help="skip the latency phase")
-    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument(
+        "--json", help="write the results to this file (default: bench/results/ingest[-quick].json)"
+    )
     args = p.parse_args(argv)
     results = run(args)
     bad = [r for r in results if r.duplicates or r.lost or r.acks_missing]
