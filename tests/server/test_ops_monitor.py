@@ -168,7 +168,9 @@ def test_outside_operating_hours_an_offline_station_raises_nothing(
     engine: Engine, tree: Tree, clock: Clock, monitor: OpsMonitor
 ) -> None:
     ops = principal(engine, Role.OPS, tree.province)
-    closed_day = (clock.now.astimezone(UTC).isoweekday() % 7) + 1  # tomorrow's weekday only
+    # Open only on the weekday three days from now: not today in the facility's time zone
+    # (up to a day off UTC), whatever the hour this runs at.
+    closed_day = (clock.now.astimezone(UTC).isoweekday() + 2) % 7 + 1
     with Session(engine) as s, s.begin():
         ops_settings.set_schedule(
             s,
