@@ -9,13 +9,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.identity import uuid7
 from agent.ports import Acked, Connected, UplinkEvent
 from protocol import Ack, Record, encode
 from protocol.topics import StationTopic, topic
 from swabline.broker import SERVER_USER, Broker
 from swabline.sim.uplink import AsyncioMqttUplink, ConnectGate
-from tests.agent.test_mqtt_uplink import Windows
+from tests.agent.test_mqtt_uplink import Windows, record
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +42,6 @@ class Server:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def record(seq: int) -> Record:
-    return Record(
-        record_id=uuid7(),
-        station_id="st-1",
-        seq=seq,
-        boot_id="boot",
-        wall_time=1.0,
-        mono_ns=1,
-        clock_synced=False,
-        kind="scan",
-        code=f"TUBE-{seq}",
-    )
 
 
 async def next_event(events: asyncio.Queue[UplinkEvent], kind: type) -> UplinkEvent:
