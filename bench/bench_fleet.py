@@ -388,8 +388,20 @@ def prepare_database(conf: Path, db_url: str, stations: list[str], workdir: Path
 
 
 class Server:
-    def __init__(self, workdir: Path, broker: Broker, db_url: str, workers: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        broker: Broker,
+        db_url: str,
+        workers: int,
+        memory_trace: Path | None = None,
+        trace_interval_s: float = 60.0,
+        tracemalloc: bool = False,
+    ) -> None:
         self.workdir = workdir
+        self.memory_trace = memory_trace
+        self.trace_interval_s = trace_interval_s
+        self.tracemalloc = tracemalloc
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         secret = workdir / "server.secret"
@@ -407,6 +419,12 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        env = _env()
+        if self.memory_trace is not None:
+            env["SWABLINE_MEMORY_TRACE"] = str(self.memory_trace)
+            env["SWABLINE_MEMORY_TRACE_INTERVAL_S"] = str(self.trace_interval_s)
+        if self.tracemalloc:
+            env["PYTHONTRACEMALLOC"] = "1"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -421,7 +439,7 @@ class Server:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env=env,
                 cwd=self.workdir,
             )
         deadline = time.monotonic() + 60
@@ -577,6 +595,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write the results here (default: bench/results/fleet-STATIONS-DURATIONs.json)",
     )
+    p.add_argument(
+        "--memory-trace",
+        action="store_true",
+        help="have the server sample where its memory goes (server/memtrace.py) and put the "
+        "samples in the results",
+    )
+    p.add_argument(
+        "--trace-interval-s", type=float, default=60.0, help="between memory samples (60)"
+    )
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="with --memory-trace: also run the server under tracemalloc, to name the source "
+        "lines that grew (slows the server: for diagnosis, not for the page timings)",
+    )
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "bench.bench_fleet", *(argv or sys.argv[1:])])
     machine = machine_info()  # before the run: the load average of a quiet machine
@@ -606,7 +639,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     broker = Broker(workdir / "broker", users=users).start()
     SIM.host, SIM.port = broker.host, broker.port
-    server = Server(workdir, broker, db_url, args.ingest_workers)
+    trace_path = workdir / "memory-trace.jsonl" if args.memory_trace else None
+    server = Server(
+        workdir,
+        broker,
+        db_url,
+        args.ingest_workers,
+        memory_trace=trace_path,
+        trace_interval_s=args.trace_interval_s,
+        tracemalloc=args.tracemalloc,
+    )
     stop = threading.Event()
     muxes: list[Mux] = []
     results: dict[str, Any] = {}
@@ -748,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, points in memory.items()
                 if points
             },
+            "memory_trace": read_trace(trace_path),
             "cpu_s": {
                 name: round((cpu_end.get(name) or 0) - (cpu_start.get(name) or 0), 1)
                 for name in cpu_end
@@ -775,6 +818,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def read_trace(path: Path | None) -> list[dict[str, Any]] | None:
+    """The server's memory-trace samples (server/memtrace.py), or None when not traced."""
+    if path is None or not path.exists():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -807,6 +857,14 @@ def print_table(r: dict[str, Any]) -> None:
             f"{name:<16}{m['first']:>9}{m['last']:>9}{m['peak']:>9}{m['slope_mb_per_min']:>9}"
             f"{m['slope_second_half_mb_per_min']:>10}"
         )
+    trace = r.get("memory_trace")
+    if trace:
+        keys = ("rss_mb", "malloc_in_use_mb", "malloc_free_mb", "sqlite_mb", "python_objects")
+        print("\nserver memory trace: " + ", ".join(keys))
+        for row in (trace[0], trace[len(trace) // 2], trace[-1]):
+            print(f"  t={row['t_s']:>7} s  " + "  ".join(f"{row.get(k)}" for k in keys))
+        for grew in trace[-1].get("top_growth", [])[:5]:
+            print(f"  grew {grew['kb']:>9} kB  {grew['where']}")
     print(f"\ncpu seconds: {r['cpu_s']}")
     print(f"fleet: {r['fleet']}")
 

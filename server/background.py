@@ -1,5 +1,6 @@
 """Background work in the server process: the outbound worker (result notifications and ops
-alerts), the report scheduler and housekeeping, each on its own thread, stopped together."""
+alerts), the report scheduler, housekeeping and, when asked for, the memory trace
+(``server.memtrace``), each on its own thread, stopped together."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from server import memtrace
 from server.config import ServerConfig
 from server.outbound import RESULTS, OutboundWorker, worker_from_config
 from server.public import prune_attempts
@@ -118,6 +120,11 @@ def start_background(
             daemon=True,
         )
     )
+    trace = memtrace.from_environment()
+    if trace is not None:
+        bg.threads.append(
+            threading.Thread(target=trace.run, args=(bg.stop,), name="memory-trace", daemon=True)
+        )
     for thread in bg.threads:
         thread.start()
     return bg
