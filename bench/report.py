@@ -400,7 +400,83 @@ def section_fleet(data: dict[str, Any] | None) -> list[str]:
             f"{mem['slope_second_half_mb_per_min']:+.2f} MB/min over the second half | stable over "
             f"30 minutes{'' if data['duration_s'] >= 1800 else ': run shorter than 30 minutes'} |"
         )
+    trace = data.get("memory_trace")
+    if trace:
+        out += [
+            "",
+            f"Where the server process's memory went (`--memory-trace`, `server/memtrace.py`, a "
+            f"sample every {trace[1]['t_s'] - trace[0]['t_s'] if len(trace) > 1 else 0:.0f} s; "
+            "times since the server started):",
+            "",
+            "| at | RSS | glibc heap in use | glibc heap held free | SQLite | Python objects |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        picks = sorted({0, len(trace) // 4, len(trace) // 2, 3 * len(trace) // 4, len(trace) - 1})
+        for row_ in (trace[i] for i in picks):
+            out.append(
+                f"| {row_['t_s'] / 60:.0f} min | {row_['rss_mb']} MB | "
+                f"{row_['malloc_in_use_mb']} MB | {row_['malloc_free_mb']} MB | "
+                f"{row_['sqlite_mb']} MB | {row_['python_objects']:,} |"
+            )
+        grew = trace[-1].get("top_growth")
+        if grew:
+            out += ["", "Source lines whose allocations grew most since the first sample:", ""]
+            out += [
+                f"- {g['kb']:+,.0f} kB in {g['blocks']:+,} blocks: `{g['where']}`" for g in grew
+            ]
+    if data.get("_plot"):
+        out += ["", f"![server memory over the run](bench/results/{data['_plot']})"]
     return [*out, ""]
+
+
+def fleet_plot(data: dict[str, Any] | None, out_dir: Path = RESULTS) -> Path | None:
+    """``fleet-memory.png``: each process's RSS over the run and, when traced, where the server's
+    memory went. Records its name in ``data['_plot']`` for the section."""
+    if data is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = data.get("memory_trace")
+    fig, axes = plt.subplots(1, 2 if trace else 1, figsize=(12 if trace else 6.5, 4.2))
+    a1 = axes[0] if trace else axes
+    for name, mem in data["memory_mb"].items():
+        pts = mem["samples"]
+        a1.plot([p[0] / 60 for p in pts], [p[1] for p in pts], label=name)
+    a1.set(xlabel="minutes measured", ylabel="RSS MB", title="RSS of each process", ylim=(0, None))
+    if trace:
+        a2 = axes[1]
+        for key, label in (
+            ("rss_mb", "RSS"),
+            ("malloc_in_use_mb", "glibc heap in use"),
+            ("malloc_free_mb", "glibc heap held free"),
+            ("sqlite_mb", "SQLite (all connections)"),
+        ):
+            pts = [(r["t_s"] / 60, r[key]) for r in trace if r.get(key) is not None]
+            a2.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+        a2.set(
+            xlabel="minutes since the server started",
+            ylabel="MB",
+            title="server process: where the memory is",
+            ylim=(0, None),
+        )
+    for a in axes if trace else [axes]:
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=8)
+    m = data.get("machine") or {}
+    fig.suptitle(
+        f"fleet: {data['stations']:,} stations, {data['duration_s']:,} s · {data['date'][:10]}"
+        + (f" · {m['cpu']} ×{m['cores']}" if m else ""),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = out_dir / "fleet-memory.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    data["_plot"] = path.name
+    return path
 
 
 def _rss(resources: dict[str, Any], name: str) -> str:
@@ -594,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     fleet = load_fleet()
     for path in plots(results, singles):
         print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
+    fleet_png = fleet_plot(fleet)
+    if fleet_png is not None:
+        print(f"wrote {fleet_png.relative_to(REPO)}", file=sys.stderr)
     update_markdown(render(results, singles, hardware, fleet))
     print(f"updated {BENCHMARKS.relative_to(REPO)}", file=sys.stderr)
     return 0

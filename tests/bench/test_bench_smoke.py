@@ -194,3 +194,32 @@ def test_a_run_that_ends_leaves_nothing_behind(tmp_path: Path) -> None:
     code, out, _err = run_in_group(["sh", "-c", script], timeout_s=60, grace_s=1)
     assert (code, out) == (0, "done\n")
     assert _gone(int(pid_file.read_text()))
+
+
+def test_the_fleet_section_shows_where_the_server_memory_went(tmp_path: Path) -> None:
+    fleet = _fleet_result()
+    fleet["_file"] = "fleet-2000-2400s.json"
+    fleet["memory_trace"] = [
+        {
+            "t_s": 60.0 * n,
+            "rss_mb": 180.0 + n,
+            "rss_anon_mb": 150.0,
+            "rss_file_mb": 30.0,
+            "malloc_in_use_mb": 90.0 + n,
+            "malloc_free_mb": 20.0,
+            "sqlite_mb": 10.0 + n,
+            "python_objects": 400_000 + n,
+        }
+        for n in range(41)
+    ]
+    fleet["memory_trace"][-1]["top_growth"] = [
+        {"where": "server/ops/fleet.py:120", "kb": 2048.0, "blocks": 3000}
+    ]
+    png = report.fleet_plot(fleet, tmp_path)
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = "\n".join(report.section_fleet(fleet))
+    assert "a sample every 60 s" in text
+    assert "| 0 min | 180.0 MB | 90.0 MB | 20.0 MB | 10.0 MB | 400,000 |" in text
+    assert "| 40 min | 220.0 MB | 130.0 MB | 20.0 MB | 50.0 MB | 400,040 |" in text
+    assert "- +2,048 kB in +3,000 blocks: `server/ops/fleet.py:120`" in text
+    assert "![server memory over the run](bench/results/fleet-memory.png)" in text
