@@ -11,8 +11,9 @@ JSON line per interval with:
 - ``sqlite_mb``: what SQLite's own allocator holds (page caches, prepared statements), across
   every connection in the process (``sqlite3_memory_used``);
 - ``python_objects``: objects tracked by the garbage collector;
-- when Python was started with tracemalloc (``PYTHONTRACEMALLOC=1``): ``traced_mb`` and the ten
-  source lines whose allocations grew most since the first sample (``top_growth``).
+- when Python was started with tracemalloc (``PYTHONTRACEMALLOC=1``): ``traced_mb``, what
+  tracemalloc itself holds (``tracemalloc_own_mb``, part of the RSS) and the ten source lines
+  whose allocations grew most since the first sample (``top_growth``).
 
 Readings that the platform does not offer (not Linux, not glibc, SQLite without memory
 statistics) are ``null``. The sampling itself costs a few milliseconds per interval;
@@ -128,6 +129,7 @@ class MemoryTrace:
             row["sqlite_mb"] = round(self._sqlite() / MB, 2)
         if tracemalloc.is_tracing():
             row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / MB, 2)
+            row["tracemalloc_own_mb"] = round(tracemalloc.get_tracemalloc_memory() / MB, 2)
             snap = tracemalloc.take_snapshot().filter_traces(
                 [tracemalloc.Filter(False, tracemalloc.__file__)]
             )

@@ -60,6 +60,7 @@ def test_under_tracemalloc_the_line_that_grew_is_named(tmp_path: Path) -> None:
         if started_here:
             tracemalloc.stop()
     assert second["traced_mb"] > first["traced_mb"] + 10
+    assert second["tracemalloc_own_mb"] > first["tracemalloc_own_mb"]  # 20,000 more traces
     top = second["top_growth"][0]
     assert top["where"].startswith(__file__) and top["kb"] > 10_000
     assert top["blocks"] >= 20_000
