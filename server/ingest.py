@@ -988,6 +988,7 @@ def run_worker(
     Ctrl-C goes to the whole process group: the worker ignores SIGINT and stops when the parent
     sets ``stop`` (or on SIGTERM).
     """
+    from server import memtrace
     from server.config import ServerConfig
     from server.db import make_engine
     from server.metrics import FIELDS
@@ -1022,6 +1023,11 @@ def run_worker(
                 local_stop.set()
 
     threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    trace = memtrace.from_environment(f"ingest-{index}")
+    if trace is not None:
+        threading.Thread(
+            target=trace.run, args=(local_stop,), name="memory-trace", daemon=True
+        ).start()
     # Each batch makes and drops thousands of short-lived objects: with the default threshold
     # the cyclic collector ran every few records and walked everything the process had loaded
     # (about a tenth of a worker's CPU). What exists now is kept out of its way for good.

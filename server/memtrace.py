@@ -3,7 +3,8 @@ and what grows".
 
 Set ``SWABLINE_MEMORY_TRACE=/path/trace.jsonl`` (and optionally
 ``SWABLINE_MEMORY_TRACE_INTERVAL_S``, default 60) in the server's environment and it appends one
-JSON line per interval with:
+JSON line per interval with the readings below; each ingest worker process writes its own file
+beside it (``trace-ingest-0.jsonl``, ...):
 
 - ``rss_mb``, ``rss_anon_mb``, ``rss_file_mb``: the kernel's view (``/proc/self/status``);
 - ``malloc_in_use_mb`` and ``malloc_free_mb``: glibc's heap, in use and held free
@@ -159,11 +160,16 @@ def _mb(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def from_environment() -> MemoryTrace | None:
-    """The trace asked for by ``SWABLINE_MEMORY_TRACE``, or None."""
+def from_environment(process: str | None = None) -> MemoryTrace | None:
+    """The trace asked for by ``SWABLINE_MEMORY_TRACE``, or None. ``process`` names a process
+    other than the server's main one (an ingest worker): its trace goes beside the main one,
+    ``trace-ingest-0.jsonl`` for ``trace.jsonl``."""
     path = os.environ.get(ENV_PATH)
     if not path:
         return None
+    where = Path(path)
+    if process is not None:
+        where = where.with_name(f"{where.stem}-{process}{where.suffix}")
     interval = float(os.environ.get(ENV_INTERVAL, "60"))
-    log.warning("memory trace every %.0f s into %s", interval, path)
-    return MemoryTrace(Path(path), interval)
+    log.warning("memory trace every %.0f s into %s", interval, where)
+    return MemoryTrace(where, interval)

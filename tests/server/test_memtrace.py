@@ -76,6 +76,8 @@ def test_the_environment_turns_the_trace_on_and_sets_its_interval(
     trace = from_environment()
     assert trace is not None
     assert trace.path == tmp_path / "trace.jsonl" and trace.interval_s == 0.25
+    worker = from_environment("ingest-1")  # an ingest worker's file, beside the server's
+    assert worker is not None and worker.path == tmp_path / "trace-ingest-1.jsonl"
 
 
 def test_the_server_background_writes_a_sample_per_interval_when_asked(
