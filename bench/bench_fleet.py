@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--memory-trace",
         action="store_true",
-        help="have the server sample where its memory goes (server/memtrace.py) and put the "
+        help="have the server sample where its memory goes (server/memory.py) and put the "
         "samples in the results",
     )
     p.add_argument(
@@ -821,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_trace(path: Path | None) -> list[dict[str, Any]] | None:
-    """The server's memory-trace samples (server/memtrace.py), or None when not traced."""
+    """The server's memory-trace samples (server/memory.py), or None when not traced."""
     if path is None or not path.exists():
         return None
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

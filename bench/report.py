@@ -404,7 +404,7 @@ def section_fleet(data: dict[str, Any] | None) -> list[str]:
     if trace:
         out += [
             "",
-            f"Where the server process's memory went (`--memory-trace`, `server/memtrace.py`, a "
+            f"Where the server process's memory went (`--memory-trace`, `server/memory.py`, a "
             f"sample every {trace[1]['t_s'] - trace[0]['t_s'] if len(trace) > 1 else 0:.0f} s; "
             "times since the server started):",
             "",

@@ -1,6 +1,6 @@
 """Background work in the server process: the outbound worker (result notifications and ops
-alerts), the report scheduler, housekeeping and, when asked for, the memory trace
-(``server.memtrace``), each on its own thread, stopped together."""
+alerts), the report scheduler, housekeeping, the heap trim and, when asked for, the memory
+trace (``server.memory``), each on its own thread, stopped together."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from server import memtrace
+from server import memory
 from server.config import ServerConfig
 from server.outbound import RESULTS, OutboundWorker, worker_from_config
 from server.public import prune_attempts
@@ -120,7 +120,16 @@ def start_background(
             daemon=True,
         )
     )
-    trace = memtrace.from_environment()
+    if config.memory.trim_s > 0:
+        bg.threads.append(
+            threading.Thread(
+                target=memory.trim_every,
+                args=(config.memory.trim_s, bg.stop),
+                name="heap-trim",
+                daemon=True,
+            )
+        )
+    trace = memory.from_environment()
     if trace is not None:
         bg.threads.append(
             threading.Thread(target=trace.run, args=(bg.stop,), name="memory-trace", daemon=True)

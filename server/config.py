@@ -358,6 +358,16 @@ def _moved(data: object) -> list[str]:
     return found
 
 
+class MemoryConfig(_Section):
+    trim_s: float = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description="Every this many seconds each server process hands its free heap back to "
+        "the system (glibc malloc_trim); 0: never.",
+    )
+
+
 class ServerConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -373,6 +383,7 @@ class ServerConfig(_Section):
     public: PublicConfig = Field(default_factory=PublicConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     lab: LabConfig = Field(default_factory=LabConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     @model_validator(mode="before")
     @classmethod

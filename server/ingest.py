@@ -988,7 +988,7 @@ def run_worker(
     Ctrl-C goes to the whole process group: the worker ignores SIGINT and stops when the parent
     sets ``stop`` (or on SIGTERM).
     """
-    from server import memtrace
+    from server import memory
     from server.config import ServerConfig
     from server.db import make_engine
     from server.metrics import FIELDS
@@ -1023,7 +1023,14 @@ def run_worker(
                 local_stop.set()
 
     threading.Thread(target=watch, name="stop-watch", daemon=True).start()
-    trace = memtrace.from_environment(f"ingest-{index}")
+    if config.memory.trim_s > 0:
+        threading.Thread(
+            target=memory.trim_every,
+            args=(config.memory.trim_s, local_stop),
+            name="heap-trim",
+            daemon=True,
+        ).start()
+    trace = memory.from_environment(f"ingest-{index}")
     if trace is not None:
         threading.Thread(
             target=trace.run, args=(local_stop,), name="memory-trace", daemon=True

@@ -1,6 +1,13 @@
-"""Where the server process's memory goes, sampled over time: a diagnostic for "is it growing,
-and what grows".
+"""The server processes' memory: free heap handed back to the system, and a trace of where the
+memory goes, for "is it growing, and what grows".
 
+**Trim.** The server's threads (web requests, the ops monitor, the fleet snapshot) make and drop
+many objects; glibc keeps the freed memory in its heaps (one per thread that allocates, up to
+8 per core), so the resident size creeps up while the memory in use does not. Every
+``memory.trim_s`` seconds (60; 0: never) the server process and each ingest worker call
+``malloc_trim(0)``, which returns the free pages of every heap to the system.
+
+**Trace.**
 Set ``SWABLINE_MEMORY_TRACE=/path/trace.jsonl`` (and optionally
 ``SWABLINE_MEMORY_TRACE_INTERVAL_S``, default 60) in the server's environment and it appends one
 JSON line per interval with the readings below; each ingest worker process writes its own file
@@ -68,6 +75,36 @@ def _libc() -> Any:
         return None
     fn.restype = _MallInfo2
     return fn
+
+
+def _malloc_trim() -> Any:
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> bool | None:
+    """Hand glibc's free heap pages back to the system (``malloc_trim(0)``): whether any was,
+    or None where the C library has no ``malloc_trim`` (not glibc)."""
+    if _TRIM is None:
+        return None
+    return bool(_TRIM(0))
+
+
+def trim_every(interval_s: float, stop: threading.Event) -> None:
+    """Release free heap every ``interval_s`` until ``stop`` is set (a thread body)."""
+    if _TRIM is None:
+        log.info("malloc_trim is not available here: free heap is not handed back")
+        return
+    while not stop.wait(interval_s):
+        _TRIM(0)
 
 
 def _sqlite_memory_used() -> Any:
