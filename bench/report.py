@@ -420,7 +420,7 @@ def section_fleet(data: dict[str, Any] | None) -> list[str]:
             )
         grew = trace[-1].get("top_growth")
         if grew:
-            out += ["", "Source lines whose allocations grew most since the first sample:", ""]
+            out += ["", "Source lines whose allocations grew most since the second sample:", ""]
             out += [
                 f"- {g['kb']:+,.0f} kB in {g['blocks']:+,} blocks: `{g['where']}`" for g in grew
             ]

@@ -21,7 +21,8 @@ beside it (``trace-ingest-0.jsonl``, ...):
 - ``python_objects``: objects tracked by the garbage collector;
 - when Python was started with tracemalloc (``PYTHONTRACEMALLOC=1``): ``traced_mb``, what
   tracemalloc itself holds (``tracemalloc_own_mb``, part of the RSS) and the ten source lines
-  whose allocations grew most since the first sample (``top_growth``).
+  whose allocations grew most since the second sample (``top_growth``; the first interval is
+  the process starting).
 
 Readings that the platform does not offer (not Linux, not glibc, SQLite without memory
 statistics) are ``null``. The sampling itself costs a few milliseconds per interval;
@@ -145,6 +146,7 @@ class MemoryTrace:
         self._mallinfo = _libc()
         self._sqlite = _sqlite_memory_used()
         self._baseline: tracemalloc.Snapshot | None = None
+        self._samples = 0
         self._started = time.monotonic()
 
     def sample(self) -> dict[str, Any]:
@@ -171,8 +173,10 @@ class MemoryTrace:
             snap = tracemalloc.take_snapshot().filter_traces(
                 [tracemalloc.Filter(False, tracemalloc.__file__)]
             )
+            self._samples += 1
             if self._baseline is None:
-                self._baseline = snap
+                if self._samples >= 2:  # the first interval is start-up: not growth
+                    self._baseline = snap
             else:
                 row["top_growth"] = [
                     {
