@@ -1,11 +1,12 @@
 """Run the Swabline benchmarks and write ``bench/results/*.json``; then ``python -m bench.report``.
 
-    python -m bench                 # everything, full size: 2.5 to 5 hours on 2 cores
+    python -m bench                 # everything, full size: about 1 hour on 2 cores
     python -m bench --quick         # everything, small sizes (about 5 minutes): checks the bench
     python -m bench scale rates     # some of them: raw, scale, rates, workers, storm
 
-Full size on 2 cores: raw under 1 minute, scale 35-50 minutes, rates 25-40 minutes, workers
-10-20 minutes, storm (5,000 stations x 200 records) 1 to 3 hours. Each benchmark measures
+Full size on 2 cores (2026-12-05): raw under 1 minute, scale 10 minutes, rates 6 minutes,
+workers 10-20 minutes, storm (5,000 stations x 200 records) 23 minutes (its drain may take up
+to 3 hours). Each benchmark measures
 Mosquitto's raw QoS 1 pass-through in the same run, so every throughput is also given as a
 ratio to it. Run on a quiet machine: the load average is recorded. The station input and fleet
 benchmarks run on their own: ``python -m bench.bench_hardware``, ``python -m bench.bench_fleet``.
