@@ -68,27 +68,19 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _libc() -> Any:
+def _libc_function(name: str, restype: Any, argtypes: list[Any] | None = None) -> Any:
+    """``name`` from the C library, typed; None where it has none (not glibc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-    fn.restype = _MallInfo2
+    fn.restype = restype
+    if argtypes is not None:
+        fn.argtypes = argtypes
     return fn
 
 
-def _malloc_trim() -> Any:
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_TRIM = _malloc_trim()
+_TRIM = _libc_function("malloc_trim", ctypes.c_int, [ctypes.c_size_t])
 
 
 def release_free_heap() -> bool | None:
@@ -143,7 +135,7 @@ class MemoryTrace:
     def __init__(self, path: Path, interval_s: float = 60.0) -> None:
         self.path = path
         self.interval_s = interval_s
-        self._mallinfo = _libc()
+        self._mallinfo = _libc_function("mallinfo2", _MallInfo2)
         self._sqlite = _sqlite_memory_used()
         self._baseline: tracemalloc.Snapshot | None = None
         self._samples = 0
