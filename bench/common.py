@@ -173,12 +173,13 @@ def raw_passthrough(
     payload = sample_payload()
     per_pub = messages // publishers
     total = per_pub * publishers
-    if total + BROKER_INFLIGHT > broker_max_queued():
+    queue = broker_max_queued()
+    if total + BROKER_INFLIGHT > queue:
         # The publishers outrun the one consumer, and Mosquitto silently drops QoS 1 messages
         # queued beyond this for a client: the consumer would then wait for ever.
         raise ValueError(
             f"{total} messages do not fit in the broker's queue for one consumer "
-            f"(max_queued_messages {broker_max_queued()} in broker/mosquitto.conf)"
+            f"(max_queued_messages {queue} in broker/mosquitto.conf)"
         )
     work = Path(tempfile.mkdtemp(prefix="swabline-raw-"))
     users = {SERVER_USER: secrets.token_urlsafe(12)}

@@ -120,20 +120,7 @@ def start_background(
             daemon=True,
         )
     )
-    if config.memory.trim_s > 0:
-        bg.threads.append(
-            threading.Thread(
-                target=memory.trim_every,
-                args=(config.memory.trim_s, bg.stop),
-                name="heap-trim",
-                daemon=True,
-            )
-        )
-    trace = memory.from_environment()
-    if trace is not None:
-        bg.threads.append(
-            threading.Thread(target=trace.run, args=(bg.stop,), name="memory-trace", daemon=True)
-        )
+    bg.threads += memory.threads(config.memory.trim_s, bg.stop)
     for thread in bg.threads:
         thread.start()
     return bg

@@ -1023,18 +1023,8 @@ def run_worker(
                 local_stop.set()
 
     threading.Thread(target=watch, name="stop-watch", daemon=True).start()
-    if config.memory.trim_s > 0:
-        threading.Thread(
-            target=memory.trim_every,
-            args=(config.memory.trim_s, local_stop),
-            name="heap-trim",
-            daemon=True,
-        ).start()
-    trace = memory.from_environment(f"ingest-{index}")
-    if trace is not None:
-        threading.Thread(
-            target=trace.run, args=(local_stop,), name="memory-trace", daemon=True
-        ).start()
+    for thread in memory.threads(config.memory.trim_s, local_stop, f"ingest-{index}"):
+        thread.start()
     # Each batch makes and drops thousands of short-lived objects: with the default threshold
     # the cyclic collector ran every few records and walked everything the process had loaded
     # (about a tenth of a worker's CPU). What exists now is kept out of its way for good.

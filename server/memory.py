@@ -206,3 +206,22 @@ def from_environment(process: str | None = None) -> MemoryTrace | None:
     interval = float(os.environ.get(ENV_INTERVAL, "60"))
     log.warning("memory trace every %.0f s into %s", interval, where)
     return MemoryTrace(where, interval)
+
+
+def threads(
+    trim_s: float, stop: threading.Event, process: str | None = None
+) -> list[threading.Thread]:
+    """The memory threads of one server process, not yet started: the heap trim every
+    ``trim_s`` (none when 0) and the trace when the environment asks for it (``process`` as in
+    ``from_environment``). Both end when ``stop`` is set."""
+    out = []
+    if trim_s > 0:
+        out.append(
+            threading.Thread(target=trim_every, args=(trim_s, stop), name="heap-trim", daemon=True)
+        )
+    trace = from_environment(process)
+    if trace is not None:
+        out.append(
+            threading.Thread(target=trace.run, args=(stop,), name="memory-trace", daemon=True)
+        )
+    return out
