@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -97,9 +98,21 @@ def assert_the_watch_command_shows_what_the_server_sends(broker: Broker, env_fil
     finally:
         server.disconnect()
         server.loop_stop()
-        watch.terminate()
-        watch.wait(timeout=10)
+        stop(watch)
         reader.join(timeout=10)
         for stream in (watch.stdout, watch.stderr):
             assert stream is not None
             stream.close()
+
+
+def stop(watch: subprocess.Popen[str]) -> None:
+    """Ends ``mosquitto_sub`` as a person would (Ctrl-C) and kills it if it has not exited after
+    5 s: once, on a loaded CI machine, it was still running 10 s after SIGTERM (its signal handler
+    disconnects from inside the handler; the exact cause was not established). Whether the
+    watch exits cleanly is the client's business; what the page promises is checked above."""
+    watch.send_signal(signal.SIGINT)
+    try:
+        watch.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        watch.kill()
+        watch.wait(timeout=10)
