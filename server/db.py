@@ -24,7 +24,8 @@ def metadata() -> MetaData:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL plans
+    each execution afresh (``plan_cache_mode = force_custom_plan``)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -39,7 +40,21 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+    @event.listens_for(engine, "connect")
+    def _postgres_settings(dbapi_conn: Any, _record: Any) -> None:
+        # Plan every execution for the tables as they are now. A connection lives for the whole
+        # campaign and runs the same statements, which the driver prepares: PostgreSQL would
+        # keep a generic plan made while the tables were nearly empty (a sequential scan) until
+        # an ANALYZE of the table, which never comes with autovacuum off, and every batch would
+        # read the whole tubes table (docs/ops.md, "PostgreSQL"). Planning costs well under a
+        # millisecond per statement; foreign-key checks' plans follow the same setting.
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_conn.commit()  # or the pool's rollback on return would undo the SET
+
+    return engine
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
