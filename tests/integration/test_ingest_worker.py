@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,22 @@ def ingest(conf: Path, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=_env(),
         )
+
+
+def stopped(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 20) -> int:
+    """The worker's exit code after SIGTERM. If it is still running ``timeout_s`` later, SIGABRT
+    makes it write its threads' stacks to its log (``PYTHONFAULTHANDLER``), and the test fails
+    showing them; the process never outlives the test."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        pytest.fail(f"still running {timeout_s} s after SIGTERM:\n{log.read_text()[-8000:]}")
 
 
 def test_a_worker_refuses_an_unmigrated_database(
@@ -82,5 +99,5 @@ def test_a_worker_stores_records(tmp_path: Path, broker: Broker, sqlite_url: str
         station.loop_stop()
         station.disconnect()
         proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        assert stopped(proc, log) == 0
     assert "ingest worker 7 stopped: 1 stored" in log.read_text()
