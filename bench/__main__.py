@@ -5,7 +5,7 @@
     python -m bench scale rates     # some of them: raw, scale, rates, workers, storm
 
 Full size on 2 cores (2026-12-05): raw under 1 minute, scale 10 minutes, rates 6 minutes,
-workers 10-20 minutes, storm (5,000 stations x 200 records) 23 minutes (its drain may take up
+workers 10-20 minutes, storm (5,000 stations x 200 records) 12 minutes (its drain may take up
 to 3 hours). Each benchmark measures
 Mosquitto's raw QoS 1 pass-through in the same run, so every throughput is also given as a
 ratio to it. Run on a quiet machine: the load average is recorded. The station input and fleet

@@ -237,7 +237,8 @@ def section(name: str, data: dict[str, Any] | None) -> list[str]:
 def _machine(m: dict[str, Any] | None) -> str:
     if not m:
         return "not recorded"
-    load = ", ".join(f"{x:.2f}" for x in m["load_average"])
+    loads = m.get("load_average")
+    load = ", ".join(f"{x:.2f}" for x in loads) if loads else "not recorded"
     return f"{m['cpu']}, {m['cores']} cores, {m.get('memory_gb')} GB RAM; load at start {load}"
 
 
@@ -499,11 +500,9 @@ def plots(
 
     def finish(fig: Any, name: str, data: dict[str, Any]) -> None:
         m = data.get("machine")
-        where = (
-            f" · {m['cpu']} ×{m['cores']} · load {m['load_average'][0]:.1f}"
-            if m
-            else " · machine not recorded"
-        )
+        loads = m.get("load_average") if m else None
+        load = f" · load {loads[0]:.1f}" if loads else ""
+        where = f" · {m['cpu']} ×{m['cores']}{load}" if m else " · machine not recorded"
         fig.suptitle(
             f"{data['date'][:10]}{where}"
             + (
