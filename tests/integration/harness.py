@@ -155,6 +155,23 @@ def kill_leftovers() -> list[int]:
     return left
 
 
+def wait_or_kill(
+    proc: subprocess.Popen[Any], timeout_s: float, last: signal.Signals = signal.SIGKILL
+) -> int | None:
+    """``proc``'s exit code if it exits within ``timeout_s``; else it is sent ``last`` (and
+    SIGKILL if that does not end it) and ``None`` is returned: it never outlives the test."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(last)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        return None
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

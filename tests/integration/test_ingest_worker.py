@@ -16,7 +16,7 @@ from protocol import Record, encode
 from server.db import make_engine, migrate
 from server.models import RecordRow
 from swabline.broker import SERVER_USER, Broker
-from tests.integration.harness import _env, wait_for
+from tests.integration.harness import _env, wait_for, wait_or_kill
 
 pytestmark = pytest.mark.integration
 
@@ -40,22 +40,6 @@ def ingest(conf: Path, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=_env(),
         )
-
-
-def stopped(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 20) -> int:
-    """The worker's exit code after SIGTERM. If it is still running ``timeout_s`` later, SIGABRT
-    makes it write its threads' stacks to its log (``PYTHONFAULTHANDLER``), and the test fails
-    showing them; the process never outlives the test."""
-    try:
-        return proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        pytest.fail(f"still running {timeout_s} s after SIGTERM:\n{log.read_text()[-8000:]}")
 
 
 def test_a_worker_refuses_an_unmigrated_database(
@@ -99,5 +83,10 @@ def test_a_worker_stores_records(tmp_path: Path, broker: Broker, sqlite_url: str
         station.loop_stop()
         station.disconnect()
         proc.terminate()
-        assert stopped(proc, log) == 0
+        # Still running 20 s later: SIGABRT writes its threads' stacks to its log
+        # (PYTHONFAULTHANDLER, see harness._env), which the failure shows.
+        code = wait_or_kill(proc, 20, signal.SIGABRT)
+        if code is None:
+            pytest.fail(f"still running 20 s after SIGTERM:\n{log.read_text()[-8000:]}")
+        assert code == 0
     assert "ingest worker 7 stopped: 1 stored" in log.read_text()

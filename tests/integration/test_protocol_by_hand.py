@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import Ack, decode
 from swabline.broker import SERVER_USER, Broker
 from swabline.demo import MANUAL_STATION, manual_env
-from tests.integration.harness import start_server, wait_for
+from tests.integration.harness import start_server, wait_for, wait_or_kill
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +111,4 @@ def stop(watch: subprocess.Popen[str]) -> None:
     disconnects from inside the handler; the exact cause was not established). Whether the
     watch exits cleanly is the client's business; what the page promises is checked above."""
     watch.send_signal(signal.SIGINT)
-    try:
-        watch.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        watch.kill()
-        watch.wait(timeout=10)
+    wait_or_kill(watch, 5)
