@@ -48,8 +48,8 @@ def make_engine(url: str) -> Engine:
         # campaign and runs the same statements, which the driver prepares: PostgreSQL would
         # keep a generic plan made while the tables were nearly empty (a sequential scan) until
         # an ANALYZE of the table, which never comes with autovacuum off, and every batch would
-        # read the whole tubes table (docs/ops.md, "PostgreSQL"). Planning costs well under a
-        # millisecond per statement; foreign-key checks' plans follow the same setting.
+        # read the whole tubes table (docs/server.md, "PostgreSQL and its plans"). Planning costs
+        # well under a millisecond per statement; foreign-key checks follow the same setting.
         with dbapi_conn.cursor() as cur:
             cur.execute("SET plan_cache_mode = force_custom_plan")
         dbapi_conn.commit()  # or the pool's rollback on return would undo the SET
