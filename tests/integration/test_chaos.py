@@ -264,9 +264,12 @@ def test_server_killed_mid_batch_and_restarted(
             for _ in range(size.server_restarts):
                 time.sleep(1.5)  # batches are being committed all the time
                 assert server is not None
-                saved = {rid for a in agents for rid in a.saved()}
                 server.kill()
-                in_flight |= saved - stored_ids(engine)  # nothing writes any more
+                # Saved by the moment of the kill (read after it: a record read as saved before
+                # the kill may be stored by then, and a fast server leaves none behind), not
+                # stored: nothing writes any more.
+                saved = {rid for a in agents for rid in a.saved()}
+                in_flight |= saved - stored_ids(engine)
                 server = None
                 time.sleep(1.5)
                 server = start_server(tmp_path / "server", broker, sqlite_url)
